@@ -1,0 +1,267 @@
+//! Sources, replay and fan-out.
+//!
+//! The `Hub` maps each [`SourceKey`] (the resolved upstream URL) to one running
+//! [`Source`]: created by its first subscriber, kept for `upstream.linger` after its
+//! last one leaves. A source's upstream task pushes each event, encoded once, into
+//! its [`ReplayRing`]; every [`Subscription`] is a cursor into that ring. The hub
+//! knows nothing of HTTP servers: it hands out subscriptions and closes them.
+
+mod replay;
+mod source;
+mod subscription;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use http::{HeaderName, HeaderValue};
+
+use crate::config::{Builtin, RouteConfig, UpstreamConfig, UpstreamTarget};
+use crate::metrics::Metrics;
+use crate::upstream;
+
+pub(crate) use replay::Read;
+use source::Source;
+pub(crate) use subscription::{LagProbe, Subscription};
+
+/// One upstream subscription's identity: the upstream URL after template
+/// substitution (or `builtin:NAME`). Equal keys share one upstream connection.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SourceKey(Arc<str>);
+
+impl SourceKey {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SourceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An event id as the upstream (or `assign_ids`) wrote it: opaque, compared, never
+/// parsed. Never converted to or from a [`Seq`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct EventId(Arc<str>);
+
+impl EventId {
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for EventId {
+    fn from(s: &str) -> Self {
+        Self(Arc::from(s))
+    }
+}
+
+/// Our own position in a source's ring: dense, increasing, never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Seq(pub(crate) u64);
+
+/// Why a source's ring was closed; what its clients are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The upstream answered 204: clients' streams end and new subscribers get 204.
+    Ended,
+    /// Drain or reload: clients get `retry: retry + random share of jitter`, then
+    /// their stream ends, so they come back to whoever serves next.
+    Removed { retry: Duration, jitter: Duration },
+}
+
+/// Everything a source needs to run, resolved from a route and its path values.
+#[derive(Clone, Debug)]
+pub(crate) struct SourceSpec {
+    pub(crate) key: SourceKey,
+    pub(crate) target: upstream::Target,
+    pub(crate) headers: Arc<[(HeaderName, HeaderValue)]>,
+    pub(crate) replay_events: usize,
+    pub(crate) assign_ids: bool,
+}
+
+/// A route's upstream could not be resolved with the given values.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream url {url:?} is not valid")]
+pub(crate) struct InvalidUpstream {
+    url: String,
+    #[source]
+    source: http::uri::InvalidUri,
+}
+
+impl SourceSpec {
+    /// Resolves `route`'s upstream with the (decoded, validated) path values.
+    pub(crate) fn for_route(
+        route: &RouteConfig,
+        headers: Arc<[(HeaderName, HeaderValue)]>,
+        params: &[(&str, &str)],
+    ) -> Result<Self, InvalidUpstream> {
+        let (key, target) = match &route.upstream {
+            UpstreamTarget::Http(template) => {
+                let url = template.resolve(params);
+                let uri = url.parse::<http::Uri>().map_err(|source| InvalidUpstream {
+                    url: url.clone(),
+                    source,
+                })?;
+                (SourceKey(Arc::from(url)), upstream::Target::Http(uri))
+            }
+            UpstreamTarget::Builtin(builtin) => {
+                let name = match builtin {
+                    Builtin::Clock => "builtin:clock",
+                };
+                (
+                    SourceKey(Arc::from(name)),
+                    upstream::Target::Builtin(builtin.clone()),
+                )
+            }
+        };
+        Ok(Self {
+            key,
+            target,
+            headers,
+            replay_events: route.replay.events,
+            assign_ids: route.assign_ids,
+        })
+    }
+}
+
+/// How one client subscribes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SubscribeOptions<'a> {
+    /// `Last-Event-ID` (or `?lastEventId=`), if the client sent one.
+    pub(crate) last_event_id: Option<&'a str>,
+    /// Name of the event sent when the id is not kept; empty disables it.
+    pub(crate) gap_event: &'a str,
+    /// How many events the client may fall behind before it is cut.
+    pub(crate) queue: usize,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    /// The upstream ended this source with 204.
+    #[error("source ended by upstream (204)")]
+    Ended,
+}
+
+/// Sources by key. Cheap to clone; every clone is the same hub.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+pub(crate) struct HubInner {
+    sources: DashMap<SourceKey, Arc<Source>>,
+    upstream: UpstreamSettings,
+    metrics: Arc<Metrics>,
+}
+
+/// What every source's upstream task needs, from `upstream:` in the config.
+#[derive(Clone, Debug)]
+pub(crate) struct UpstreamSettings {
+    pub(crate) connect: upstream::ConnectSettings,
+    pub(crate) backoff_initial: Duration,
+    pub(crate) backoff_max: Duration,
+    pub(crate) linger: Duration,
+}
+
+impl Hub {
+    pub fn new(config: &UpstreamConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inner: Arc::new(HubInner {
+                sources: DashMap::new(),
+                upstream: UpstreamSettings {
+                    connect: upstream::ConnectSettings::new(
+                        config.connect_timeout,
+                        config.max_line,
+                    ),
+                    backoff_initial: config.backoff.initial,
+                    backoff_max: config.backoff.max,
+                    linger: config.linger,
+                },
+                metrics,
+            }),
+        }
+    }
+
+    /// Subscribes a client to the source `spec` names, starting that source if it
+    /// is not running.
+    ///
+    /// # Errors
+    /// `Ended` if the upstream ended the source with 204 (answer the client 204).
+    pub(crate) fn subscribe(
+        &self,
+        spec: &SourceSpec,
+        options: SubscribeOptions<'_>,
+    ) -> Result<Subscription, SubscribeError> {
+        // The count goes up while the map's shard lock is held, so a lingering
+        // source can never be removed between lookup and increment.
+        let source = {
+            let entry = self
+                .inner
+                .sources
+                .entry(spec.key.clone())
+                .or_insert_with(|| Source::spawn(spec.clone(), &self.inner));
+            if entry.ring.closed() == Some(CloseReason::Ended) {
+                return Err(SubscribeError::Ended);
+            }
+            entry.acquire();
+            Arc::clone(entry.value())
+        };
+        Ok(Subscription::new(source, options, &self.inner.metrics))
+    }
+
+    /// Closes every source: clients get what is queued, then the retry hint and
+    /// the end of their stream. Used when draining.
+    pub(crate) fn close_all(&self, retry: Duration, jitter: Duration) -> usize {
+        self.close_where(|_| true, retry, jitter)
+    }
+
+    /// Closes the sources whose key matches, as [`Hub::close_all`] does.
+    pub(crate) fn close_where(
+        &self,
+        mut matches: impl FnMut(&SourceKey) -> bool,
+        retry: Duration,
+        jitter: Duration,
+    ) -> usize {
+        let mut closed = Vec::new();
+        self.inner.sources.retain(|key, source| {
+            if matches(key) {
+                closed.push(Arc::clone(source));
+                false
+            } else {
+                true
+            }
+        });
+        for source in &closed {
+            source.close(CloseReason::Removed { retry, jitter });
+        }
+        closed.len()
+    }
+
+    /// Number of sources running or lingering now.
+    pub fn source_count(&self) -> usize {
+        self.inner.sources.len()
+    }
+}
+
+impl HubInner {
+    /// Removes `source` if it is still the one under its key and has no clients.
+    fn remove_if_idle(&self, source: &Arc<Source>) -> bool {
+        self.sources
+            .remove_if(&source.key, |_, s| Arc::ptr_eq(s, source) && s.is_idle())
+            .is_some()
+    }
+}
+
+/// `retry: <ms>` as its own frame, for the start and end of client streams.
+pub(crate) fn retry_frame(retry: Duration) -> bytes::Bytes {
+    crate::sse::encode_retry(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The heartbeat comment sent to an idle client; every parser ignores it.
+pub(crate) fn heartbeat_frame() -> bytes::Bytes {
+    crate::sse::encode_comment("heartbeat")
+}

@@ -1,0 +1,245 @@
+//! One upstream subscription: its ring, its client count and its upstream task.
+//!
+//! The task dials the upstream, parses what it sends, encodes each event once and
+//! pushes it into the ring; on EOF or error it backs off and reconnects with the
+//! last event id it saw, while clients stay connected. A 204 ends the source.
+//! Clients never touch the task: they only read the ring.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, trace, warn, Instrument};
+
+use super::replay::{Entry, ReplayRing};
+use super::{CloseReason, EventId, HubInner, SourceKey, SourceSpec, UpstreamSettings};
+use crate::metrics::Metrics;
+use crate::sse::Event;
+use crate::upstream::{self, Backoff, UpstreamError};
+
+pub(crate) struct Source {
+    pub(super) key: SourceKey,
+    pub(super) ring: ReplayRing,
+    clients: AtomicUsize,
+    cancel: CancellationToken,
+    hub: Weak<HubInner>,
+    linger: Duration,
+}
+
+impl Source {
+    /// Creates the source and starts its upstream task.
+    pub(super) fn spawn(spec: SourceSpec, hub: &Arc<HubInner>) -> Arc<Self> {
+        let source = Arc::new(Self {
+            key: spec.key.clone(),
+            ring: ReplayRing::new(spec.replay_events),
+            clients: AtomicUsize::new(0),
+            cancel: CancellationToken::new(),
+            hub: Arc::downgrade(hub),
+            linger: hub.upstream.linger,
+        });
+        let task = UpstreamTask {
+            source: Arc::clone(&source),
+            spec,
+            settings: hub.upstream.clone(),
+            metrics: Arc::clone(&hub.metrics),
+        };
+        let span = info_span!(parent: None, "source", source.key = %source.key);
+        let cancel = source.cancel.clone();
+        tokio::spawn(
+            async move {
+                info!("source opened");
+                tokio::select! {
+                    _ = cancel.cancelled() => {}
+                    _ = task.run() => {}
+                }
+                info!("source closed");
+            }
+            .instrument(span),
+        );
+        source
+    }
+
+    pub(super) fn acquire(&self) {
+        self.clients.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A client left. The last one out starts the linger timer; if nobody has come
+    /// back when it fires, the source is removed and its upstream closed.
+    pub(super) fn release(self: &Arc<Self>) {
+        if self.clients.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let source = Arc::clone(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(source.linger).await;
+            let Some(hub) = source.hub.upgrade() else {
+                return;
+            };
+            if hub.remove_if_idle(&source) {
+                debug!(source.key = %source.key, "source idle past linger");
+                source.close(CloseReason::Ended);
+            }
+        });
+    }
+
+    pub(super) fn is_idle(&self) -> bool {
+        self.clients.load(Ordering::SeqCst) == 0
+    }
+
+    /// Stops the upstream task and closes the ring with `reason`.
+    pub(super) fn close(&self, reason: CloseReason) {
+        self.cancel.cancel();
+        self.ring.close(reason);
+    }
+}
+
+/// The source's upstream side, run as one task.
+struct UpstreamTask {
+    source: Arc<Source>,
+    spec: SourceSpec,
+    settings: UpstreamSettings,
+    metrics: Arc<Metrics>,
+}
+
+impl UpstreamTask {
+    async fn run(self) {
+        let mut backoff = Backoff::new(self.settings.backoff_initial, self.settings.backoff_max);
+        let mut stamper = self.spec.assign_ids.then(IdStamper::new);
+        // The upstream's own last event id, sent back as Last-Event-ID on reconnect
+        // (even with assign_ids, the upstream only understands its own ids).
+        let mut last_id = String::new();
+        let mut events = Vec::new();
+        let mut spare = Vec::new();
+        let mut attempt: u64 = 0;
+        loop {
+            if attempt > 0 {
+                self.metrics.upstream_reconnects.inc();
+            }
+            attempt += 1;
+            let connected = upstream::connect(
+                &self.spec.target,
+                &self.spec.headers,
+                &last_id,
+                &self.settings.connect,
+            )
+            .await;
+            let mut upstream = match connected {
+                Ok(upstream) => upstream,
+                Err(UpstreamError::NoContent) => {
+                    info!("upstream answered 204; source ended");
+                    self.source.ring.close(CloseReason::Ended);
+                    return;
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %error_chain(&error), attempt, backoff = ?delay, "upstream connect failed");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            };
+            self.metrics.upstream_connections.inc();
+            info!(last_event_id = %last_id, "upstream connected");
+            let mut received = 0u64;
+            let ended = loop {
+                match upstream.next(&mut events).await {
+                    Ok(true) => {}
+                    Ok(false) => break None,
+                    Err(error) => break Some(error),
+                }
+                if let Some(retry) = upstream.retry() {
+                    backoff.set_base(retry);
+                }
+                if last_id != upstream.last_event_id() {
+                    upstream.last_event_id().clone_into(&mut last_id);
+                }
+                received += events.len() as u64;
+                self.metrics.events_received.inc_by(events.len() as u64);
+                for event in events.drain(..) {
+                    let entry = encode(event, stamper.as_mut());
+                    trace!(event.id = ?entry.id, "event received");
+                    self.source.ring.push(entry, &mut spare);
+                }
+            };
+            self.metrics.upstream_connections.dec();
+            if received > 0 {
+                // A connection that delivered is a healthy upstream: start over.
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            match ended {
+                None => info!(received, backoff = ?delay, "upstream ended the stream"),
+                Some(error) => {
+                    warn!(error = %error_chain(&error), received, backoff = ?delay, "upstream disconnected")
+                }
+            }
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// Encodes an event once for every client, stamping our own id if asked.
+fn encode(mut event: Event, stamper: Option<&mut IdStamper>) -> Entry {
+    if let Some(stamper) = stamper {
+        event.id = Some(stamper.next());
+    }
+    Entry {
+        id: event.id.as_deref().map(EventId::from),
+        wire: event.encode(),
+    }
+}
+
+/// `assign_ids`: short, increasing, ASCII ids. The prefix is the source's start
+/// time, so ids from an earlier run of the gateway never match this one's.
+struct IdStamper {
+    prefix: String,
+    next: u64,
+}
+
+impl IdStamper {
+    fn new() -> Self {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default();
+        Self {
+            prefix: format!("{started:x}"),
+            next: 1,
+        }
+    }
+
+    fn next(&mut self) -> String {
+        let id = format!("{}-{}", self.prefix, self.next);
+        self.next += 1;
+        id
+    }
+}
+
+/// `error: cause: cause`, for one log field.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamped_ids_are_short_ascii_and_distinct() {
+        let mut s = IdStamper::new();
+        let a = s.next();
+        let b = s.next();
+        assert_ne!(a, b);
+        for id in [&a, &b] {
+            assert!(id.len() < 32 && id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-'));
+        }
+        assert!(b.ends_with("-2"));
+    }
+}

@@ -1,0 +1,111 @@
+//! Wiring only: Args → Config → telemetry → bind → serve → signals → drain → exit code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing::{error, info, warn};
+
+use sse_gateway::admin::Admin;
+use sse_gateway::cli::Args;
+use sse_gateway::config::Config;
+use sse_gateway::drain::{Drain, Signal, Signals};
+use sse_gateway::hub::Hub;
+use sse_gateway::metrics::Metrics;
+use sse_gateway::server::Server;
+use sse_gateway::telemetry;
+
+/// Exit code for a bad configuration (and `--check` failures).
+const EX_CONFIG: u8 = 2;
+/// Exit code when the gateway could not start (a listener could not be bound).
+const EX_START: u8 = 1;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(&args.config, &args.overrides()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if args.check {
+        // `--check` prints its summary for a person to read: stdout is the point.
+        #[allow(clippy::print_stdout)]
+        {
+            println!("{}", config.summary());
+            println!("configuration ok");
+        }
+        return ExitCode::SUCCESS;
+    }
+    telemetry::init(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            return ExitCode::from(EX_START);
+        }
+    };
+    let code = runtime.block_on(run(config));
+    // Whatever is left (connections past the drain deadline) is dropped, not awaited.
+    runtime.shutdown_background();
+    ExitCode::from(code)
+}
+
+async fn run(config: Config) -> u8 {
+    // Handlers first, so a signal sent on seeing `listening` is never missed.
+    let mut signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(error) => {
+            error!(error = %error, "cannot install signal handlers");
+            return EX_START;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(&config.upstream, Arc::clone(&metrics));
+    let drain = Drain::new();
+
+    let bound = match Server::bind(&config).await {
+        Ok(bound) => bound,
+        Err(error) => {
+            error!(error = %error_chain(&error), "cannot start");
+            return EX_START;
+        }
+    };
+    let admin = match Admin::bind(config.admin.addr).await {
+        Ok(admin) => admin,
+        Err(error) => {
+            error!(error = %error, addr = %config.admin.addr, "cannot listen on the admin address");
+            return EX_START;
+        }
+    };
+    admin.serve(Arc::clone(&metrics), drain.watch());
+    bound.serve(&config, hub, metrics, drain.watch(), &drain.tracker());
+
+    loop {
+        match signals.recv().await {
+            Signal::Terminate => break,
+            Signal::Reload => match Config::load(&config.file, &Default::default()) {
+                Ok(_) => warn!("SIGHUP: the file is valid, but applying a reload needs a restart in this version"),
+                Err(error) => warn!(error = %error, "SIGHUP: configuration rejected; keeping the running one"),
+            },
+        }
+    }
+    let outcome = drain.run(config.drain.deadline, &mut signals).await;
+    info!(exit_code = outcome.exit_code(), "exiting");
+    outcome.exit_code()
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,277 @@
+//! Accept loops and per-connection tasks.
+//!
+//! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1, or
+//! HTTP/2 by prior knowledge) in a task tracked by the drain. The task also watches
+//! for a stalled peer: hyper stops polling a response body whose socket is full,
+//! so a client that stops reading can't be noticed from inside its stream. The
+//! connection's I/O records when writes block; while blocked, the task checks the
+//! stream's lag once a second and drops the connection once the client is more
+//! than `client.queue` behind (or its stream has ended and the last bytes can't be
+//! written, or writes have been blocked for `SEND_TIMEOUT`).
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::{Instant, Sleep};
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info_span, warn, Instrument};
+
+use super::{handle, ListenerKind, ServerState};
+use crate::drain::DrainWatch;
+use crate::hub::LagProbe;
+use crate::metrics::Metrics;
+
+/// How often a blocked connection's lag is checked.
+const STALL_CHECK: Duration = Duration::from_secs(1);
+/// A connection whose writes have been blocked this long is dropped regardless.
+const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time allowed for a request head to arrive (slowloris).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    kind: ListenerKind,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = drain.draining() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+                let span = info_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
+                let conn = serve_connection(tcp, peer, Arc::clone(&state), drain.clone());
+                tracker.spawn(conn.instrument(span));
+            }
+            Err(error) => {
+                // Out of file descriptors (or similar): back off briefly instead of
+                // spinning; the connections already open keep being served.
+                warn!(error = %error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    // Dropping the listener closes it: new connects are refused from here on.
+    drop(listener);
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+) {
+    let _ = tcp.set_nodelay(true);
+    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let io = TokioIo::new(WatchedIo {
+        inner: tcp,
+        shared: Arc::clone(&shared),
+    });
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |request| {
+            let response = handle(request, peer, &state, &shared);
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let mut stall: Option<Pin<Box<Sleep>>> = None;
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            // Biased: the connection is polled first, so a write that just blocked
+            // is seen by the stall branch in the same pass.
+            biased;
+            result = conn.as_mut() => {
+                if let Err(error) = result {
+                    debug!(error = %error, "connection closed with an error");
+                }
+                break;
+            }
+            _ = drain.draining(), if !draining => {
+                draining = true;
+                // Idle keep-alive connections close; HTTP/2 gets GOAWAY. Streams end
+                // on their own through the hub.
+                conn.as_mut().graceful_shutdown();
+            }
+            () = poll_fn(|cx| poll_stall(&shared, &mut stall, cx)) => {
+                debug!("client stalled; connection dropped");
+                break;
+            }
+        }
+    }
+}
+
+/// Ready when a blocked connection should be dropped.
+fn poll_stall(
+    shared: &ConnShared,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    let Some(blocked_for) = shared.blocked_for() else {
+        return Poll::Pending;
+    };
+    let timer = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_CHECK)));
+    while timer.as_mut().poll(cx).is_ready() {
+        if blocked_for >= STALL_CHECK && shared.should_cut(blocked_for) {
+            return Poll::Ready(());
+        }
+        timer.as_mut().reset(Instant::now() + STALL_CHECK);
+    }
+    Poll::Pending
+}
+
+/// What a connection's task, its I/O and its streams share.
+pub(crate) struct ConnShared {
+    opened: Instant,
+    /// Milliseconds since `opened` when writes started blocking; `u64::MAX` if not.
+    blocked_since: AtomicU64,
+    probe: Mutex<Option<LagProbe>>,
+    finished: AtomicBool,
+    lagged: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl ConnShared {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            opened: Instant::now(),
+            blocked_since: AtomicU64::new(u64::MAX),
+            probe: Mutex::new(None),
+            finished: AtomicBool::new(false),
+            lagged: AtomicBool::new(false),
+        }
+    }
+
+    /// An HTTP/1.1 stream registers its lag probe; on HTTP/2 several streams share
+    /// the connection and only the send timeout applies to the whole of it.
+    pub(crate) fn watch_stream(&self, probe: LagProbe) {
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
+        self.finished.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stream_finished(&self) {
+        self.finished.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn mark_lagged(&self) {
+        self.lagged.store(true, Ordering::Relaxed);
+    }
+
+    fn note_write(&self, blocked: bool) {
+        let current = self.blocked_since.load(Ordering::Relaxed);
+        if blocked {
+            if current == u64::MAX {
+                let ms = self.opened.elapsed().as_millis() as u64;
+                self.blocked_since.store(ms, Ordering::Relaxed);
+            }
+        } else if current != u64::MAX {
+            self.blocked_since.store(u64::MAX, Ordering::Relaxed);
+        }
+    }
+
+    fn blocked_for(&self) -> Option<Duration> {
+        let since = self.blocked_since.load(Ordering::Relaxed);
+        (since != u64::MAX).then(|| {
+            self.opened
+                .elapsed()
+                .saturating_sub(Duration::from_millis(since))
+        })
+    }
+
+    fn should_cut(&self, blocked_for: Duration) -> bool {
+        if blocked_for >= SEND_TIMEOUT || self.finished.load(Ordering::Relaxed) {
+            return true;
+        }
+        let probe = self.probe.lock().unwrap_or_else(|e| e.into_inner());
+        let lagged = probe.as_ref().is_some_and(LagProbe::is_lagged);
+        if lagged && !self.lagged.swap(true, Ordering::Relaxed) {
+            // Cut from outside the stream: count it here, as the stream would have.
+            self.metrics.clients_lagged.inc();
+        }
+        lagged
+    }
+}
+
+/// The TCP stream, recording whether writes are blocked.
+struct WatchedIo {
+    inner: TcpStream,
+    shared: Arc<ConnShared>,
+}
+
+impl WatchedIo {
+    fn record<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.shared.note_write(poll.is_pending());
+        poll
+    }
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.record(poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.record(poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}

@@ -1,0 +1,335 @@
+//! Accepts and routes: binds the public listeners, serves HTTP/1.1 and HTTP/2 on
+//! them, matches each request to a route and answers it with a client stream from
+//! the hub, or with 404, 405, 400 or 204 as the contract says.
+
+mod listener;
+mod routes;
+mod stream;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use percent_encoding::percent_decode_str;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info};
+
+use crate::config::Config;
+use crate::drain::DrainWatch;
+use crate::hub::{self, Hub, SourceSpec, SubscribeError, SubscribeOptions};
+use crate::metrics::Metrics;
+use listener::ConnShared;
+use routes::RouteTable;
+use stream::{jittered, ClientStream, ResponseBody};
+
+/// Longest `Last-Event-ID` accepted; longer ones are refused with 400.
+const MAX_LAST_EVENT_ID: usize = 1024;
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Which listener a connection came in on, for logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerKind {
+    Public,
+}
+
+impl fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ListenerKind::Public => "public",
+        })
+    }
+}
+
+/// Why the public listeners could not be bound.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {addr}")]
+    Io {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error("listen[{index}] ({addr}): tls listeners are not supported by this build yet")]
+    TlsUnsupported { index: usize, addr: SocketAddr },
+}
+
+/// What every connection reads: the routes (swapped whole on reload) and the hub.
+pub(crate) struct ServerState {
+    routes: RwLock<Arc<RouteTable>>,
+    hub: Hub,
+    metrics: Arc<Metrics>,
+    drain: DrainWatch,
+    drain_retry: Duration,
+    drain_jitter: Duration,
+}
+
+impl ServerState {
+    fn routes(&self) -> Arc<RouteTable> {
+        Arc::clone(&self.routes.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The public listeners, bound but not yet serving.
+pub struct Bound {
+    listeners: Vec<(TcpListener, ListenerKind)>,
+}
+
+pub struct Server;
+
+impl Server {
+    /// Binds every configured public listener.
+    ///
+    /// # Errors
+    /// The first address that cannot be bound.
+    pub async fn bind(config: &Config) -> Result<Bound, BindError> {
+        let mut listeners = Vec::new();
+        for (index, listen) in config.listen.iter().enumerate() {
+            if listen.tls.is_some() {
+                return Err(BindError::TlsUnsupported {
+                    index,
+                    addr: listen.addr,
+                });
+            }
+            let listener =
+                TcpListener::bind(listen.addr)
+                    .await
+                    .map_err(|source| BindError::Io {
+                        addr: listen.addr,
+                        source,
+                    })?;
+            listeners.push((listener, ListenerKind::Public));
+        }
+        Ok(Bound { listeners })
+    }
+}
+
+impl Bound {
+    /// The real bound addresses (port 0 resolved), in config order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Serves until the drain starts. Every connection task is spawned on
+    /// `tracker`, so the drain can wait for them. When the drain starts, the
+    /// listeners close and every source is closed, which ends every client stream
+    /// with its retry hint.
+    pub fn serve(
+        self,
+        config: &Config,
+        hub: Hub,
+        metrics: Arc<Metrics>,
+        drain: DrainWatch,
+        tracker: &TaskTracker,
+    ) {
+        let state = Arc::new(ServerState {
+            routes: RwLock::new(Arc::new(RouteTable::new(&config.routes))),
+            hub: hub.clone(),
+            metrics,
+            drain: drain.clone(),
+            drain_retry: config.drain.retry,
+            drain_jitter: config.drain.retry_jitter,
+        });
+        for (listener, kind) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                info!(addr = %addr, kind = %kind, "listening");
+            }
+            tracker.spawn(listener::accept_loop(
+                listener,
+                kind,
+                Arc::clone(&state),
+                drain.clone(),
+                tracker.clone(),
+            ));
+        }
+        let mut watch = drain;
+        let (retry, jitter) = (state.drain_retry, state.drain_jitter);
+        tokio::spawn(async move {
+            watch.draining().await;
+            let sources = hub.close_all(retry, jitter);
+            info!(sources, "draining client streams");
+        });
+    }
+}
+
+/// Answers one request on the public listener.
+fn handle<B>(
+    request: Request<B>,
+    peer: SocketAddr,
+    state: &ServerState,
+    conn: &Arc<ConnShared>,
+) -> Response<ResponseBody> {
+    let routes = state.routes();
+    let matched = match routes.find(request.uri().path()) {
+        Ok(Some(matched)) => matched,
+        Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+        Err(error) => {
+            debug!(error = %error, "bad path value");
+            return plain(StatusCode::BAD_REQUEST, "bad path value\n");
+        }
+    };
+    let (route, params) = matched;
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return response;
+    }
+    let last_event_id = match last_event_id(&request) {
+        Ok(id) => id,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    if !state.drain.is_serving() {
+        // Draining: tell the client to come back (to whoever serves next).
+        let hint = hub::retry_frame(state.drain_retry + jittered(state.drain_jitter));
+        return event_stream(ResponseBody::Full(Some(hint)));
+    }
+    let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let spec = match SourceSpec::for_route(&route.config, Arc::clone(&route.headers), &params) {
+        Ok(spec) => spec,
+        Err(err) => {
+            error!(error = %err, route = %route.config.path.as_str(), "route resolved to an invalid upstream");
+            return plain(StatusCode::BAD_GATEWAY, "invalid upstream\n");
+        }
+    };
+    if method == Method::HEAD {
+        return event_stream(ResponseBody::empty());
+    }
+    let options = SubscribeOptions {
+        last_event_id: last_event_id.as_deref(),
+        gap_event: &route.config.replay.gap_event,
+        queue: route.config.client.queue,
+    };
+    match state.hub.subscribe(&spec, options) {
+        Ok(subscription) => {
+            debug!(
+                client.addr = %peer,
+                route = %route.config.path.as_str(),
+                source.key = %subscription.key(),
+                last_event_id = ?last_event_id,
+                "client subscribed"
+            );
+            let stream = ClientStream::new(
+                subscription,
+                route.config.client.retry,
+                route.config.heartbeat,
+                Arc::clone(&state.metrics),
+                Arc::clone(conn),
+            );
+            event_stream(ResponseBody::Stream(stream))
+        }
+        Err(SubscribeError::Ended) => {
+            let mut response = Response::new(ResponseBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+    }
+}
+
+/// `Last-Event-ID` from the header, or `?lastEventId=` for clients that cannot
+/// set headers. Empty means none.
+fn last_event_id<B>(request: &Request<B>) -> Result<Option<String>, &'static str> {
+    let raw = if let Some(value) = request.headers().get(LAST_EVENT_ID) {
+        match value.to_str() {
+            Ok(v) => Some(v.to_owned()),
+            Err(_) => Some(
+                String::from_utf8(value.as_bytes().to_vec())
+                    .map_err(|_| "last-event-id is not utf-8\n")?,
+            ),
+        }
+    } else {
+        request.uri().query().and_then(|query| {
+            query.split('&').find_map(|pair| {
+                let value = pair.strip_prefix("lastEventId=")?;
+                let value = value.replace('+', " ");
+                Some(percent_decode_str(&value).decode_utf8_lossy().into_owned())
+            })
+        })
+    };
+    match raw {
+        None => Ok(None),
+        Some(id) if id.is_empty() => Ok(None),
+        Some(id) if id.len() > MAX_LAST_EVENT_ID => Err("last-event-id too long\n"),
+        Some(id) if id.chars().any(|c| c.is_control()) => {
+            Err("last-event-id contains control characters\n")
+        }
+        Some(id) => Ok(Some(id)),
+    }
+}
+
+fn event_stream(body: ResponseBody) -> Response<ResponseBody> {
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    response
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::Full(Some(Bytes::from_static(
+        text.as_bytes(),
+    ))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, header: Option<&str>) -> Request<()> {
+        let mut b = Request::get(uri);
+        if let Some(h) = header {
+            b = b.header("last-event-id", h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn last_event_id_comes_from_header_then_query() {
+        assert_eq!(
+            last_event_id(&request("/e", Some("7"))).unwrap().as_deref(),
+            Some("7")
+        );
+        assert_eq!(
+            last_event_id(&request("/e?a=1&lastEventId=a%20b", None))
+                .unwrap()
+                .as_deref(),
+            Some("a b")
+        );
+        assert_eq!(
+            last_event_id(&request("/e?lastEventId=q", Some("h")))
+                .unwrap()
+                .as_deref(),
+            Some("h")
+        );
+        assert_eq!(last_event_id(&request("/e", None)).unwrap(), None);
+        assert_eq!(
+            last_event_id(&request("/e?lastEventId=", None)).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn over_long_or_control_character_ids_are_refused() {
+        let long = "x".repeat(MAX_LAST_EVENT_ID + 1);
+        assert!(last_event_id(&request("/e", Some(&long))).is_err());
+        assert!(last_event_id(&request("/e?lastEventId=a%00b", None)).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! `ClientStream`: the `text/event-stream` response body of one client.
+//!
+//! It yields, in order: `retry: <client.retry>`, the `gap` event if the resumption
+//! missed, then the ring's entries as they come. While nothing comes it sends a
+//! heartbeat comment every `heartbeat`. It ends cleanly (HTTP/1.1 last chunk,
+//! HTTP/2 END_STREAM) when the client lags (after a `retry:` hint), when its
+//! source is removed or drained (after `retry: drain.retry + jitter`), or when the
+//! upstream ends the source.
+//!
+//! Ready entries are handed out on consecutive `poll_frame` calls without a
+//! `Pending` between them, so hyper gathers them into one vectored write.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+use tracing::debug;
+
+use super::listener::ConnShared;
+use crate::hub::{self, CloseReason, Read, Subscription};
+use crate::metrics::Metrics;
+
+pub(crate) struct ClientStream {
+    sub: Subscription,
+    first: Option<Bytes>,
+    done: bool,
+    heartbeat: Pin<Box<Sleep>>,
+    every: Duration,
+    last_write: Instant,
+    wrote: bool,
+    lag_retry: Duration,
+    /// Deliveries not yet added to the counter: counted per batch, not per event.
+    delivered: u64,
+    metrics: Arc<Metrics>,
+    conn: Arc<ConnShared>,
+}
+
+impl ClientStream {
+    pub(crate) fn new(
+        sub: Subscription,
+        client_retry: Duration,
+        heartbeat: Duration,
+        metrics: Arc<Metrics>,
+        conn: Arc<ConnShared>,
+    ) -> Self {
+        conn.watch_stream(sub.probe());
+        let now = Instant::now();
+        Self {
+            sub,
+            first: Some(hub::retry_frame(client_retry)),
+            done: false,
+            heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+            every: heartbeat,
+            last_write: now,
+            wrote: false,
+            lag_retry: client_retry,
+            delivered: 0,
+            metrics,
+            conn,
+        }
+    }
+
+    fn flush_count(&mut self) {
+        if self.delivered > 0 {
+            self.metrics.events_delivered.inc_by(self.delivered);
+            self.delivered = 0;
+        }
+    }
+
+    /// Ends the stream after `last` (if any) has been written.
+    fn finish(&mut self, last: Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.done = true;
+        self.flush_count();
+        self.conn.stream_finished();
+        Poll::Ready(last.map(|b| Ok(Frame::data(b))))
+    }
+
+    /// A heartbeat once `every` has passed since the last write. The timer is
+    /// re-armed only when it fires, not per event.
+    fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
+        if self.wrote {
+            self.wrote = false;
+            self.last_write = Instant::now();
+        }
+        loop {
+            if self.heartbeat.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            let due = self.last_write + self.every;
+            if due > now {
+                self.heartbeat.as_mut().reset(due);
+                continue;
+            }
+            self.last_write = now;
+            self.heartbeat.as_mut().reset(now + self.every);
+            return Poll::Ready(hub::heartbeat_frame());
+        }
+    }
+}
+
+impl Body for ClientStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if let Some(gap) = this.sub.take_preamble() {
+            return Poll::Ready(Some(Ok(Frame::data(gap))));
+        }
+        match this.sub.poll_next(cx) {
+            Poll::Ready(Read::Entry(wire)) => {
+                this.delivered += 1;
+                this.wrote = true;
+                Poll::Ready(Some(Ok(Frame::data(wire))))
+            }
+            Poll::Ready(Read::Lagged) => {
+                this.metrics.clients_lagged.inc();
+                debug!(source.key = %this.sub.key(), "client lagged; cut loose");
+                this.conn.mark_lagged();
+                let hint = hub::retry_frame(this.lag_retry);
+                this.finish(Some(hint))
+            }
+            Poll::Ready(Read::Closed(CloseReason::Ended)) => this.finish(None),
+            Poll::Ready(Read::Closed(CloseReason::Removed { retry, jitter })) => {
+                let hint = hub::retry_frame(retry + jittered(jitter));
+                this.finish(Some(hint))
+            }
+            Poll::Pending => {
+                this.flush_count();
+                match this.poll_heartbeat(cx) {
+                    Poll::Ready(beat) => Poll::Ready(Some(Ok(Frame::data(beat)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for ClientStream {
+    fn drop(&mut self) {
+        self.flush_count();
+        self.conn.stream_finished();
+    }
+}
+
+/// A uniformly random share of `jitter`, so drained clients don't all come back
+/// in the same instant.
+pub(crate) fn jittered(jitter: Duration) -> Duration {
+    let nanos = u64::try_from(jitter.as_nanos()).unwrap_or(u64::MAX);
+    if nanos == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(fastrand::u64(0..nanos))
+}
+
+/// Every response the public listener sends.
+pub(crate) enum ResponseBody {
+    Stream(ClientStream),
+    Full(Option<Bytes>),
+}
+
+impl ResponseBody {
+    pub(crate) fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Stream(stream) => stream.is_end_stream(),
+            Self::Full(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Stream(_) => SizeHint::default(),
+            Self::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_window() {
+        let j = Duration::from_millis(2000);
+        for _ in 0..1000 {
+            assert!(jittered(j) < j);
+        }
+        assert_eq!(jittered(Duration::ZERO), Duration::ZERO);
+    }
+}

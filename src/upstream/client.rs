@@ -1,0 +1,215 @@
+//! The HTTP/1.1 client for `http://` and `https://` upstreams: one connection per
+//! source, dialed by hand (TCP, then rustls for https, then hyper's handshake) so
+//! the connect timeout covers every step and nothing is pooled behind our back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::{debug, warn};
+
+use super::{ConnectSettings, UpstreamError};
+use crate::sse::{Event, Parser};
+
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Roots for `https://` upstreams: the system's store plus the webpki roots, so a
+/// minimal container without ca-certificates still verifies public hosts.
+pub(super) fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        debug!(error = %error, "skipping a system certificate");
+    }
+    let (added, _) = roots.add_parsable_certificates(native.certs);
+    debug!(added, "system roots loaded");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth()
+}
+
+pub(super) struct HttpStream {
+    body: Incoming,
+    parser: Parser,
+}
+
+pub(super) async fn connect(
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    last_event_id: &str,
+    settings: &ConnectSettings,
+) -> Result<HttpStream, UpstreamError> {
+    let host = uri.host().ok_or(UpstreamError::NoHost)?;
+    let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    // `[::1]` in a URL is `::1` to the resolver.
+    let bare_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((bare_host, port))
+        .await
+        .map_err(UpstreamError::Connect)?;
+    let _ = tcp.set_nodelay(true);
+
+    let request = build_request(uri, headers, last_event_id);
+    let response = if https {
+        let name = ServerName::try_from(bare_host.to_owned()).map_err(|_| UpstreamError::NoHost)?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::clone(&settings.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(UpstreamError::Tls)?;
+        send(tls, request).await?
+    } else {
+        send(tcp, request).await?
+    };
+
+    match response.status() {
+        StatusCode::OK => {}
+        StatusCode::NO_CONTENT => return Err(UpstreamError::NoContent),
+        status => return Err(UpstreamError::Status { status }),
+    }
+    let content_type = response.headers().get(CONTENT_TYPE);
+    if !content_type.is_some_and(is_event_stream) {
+        return Err(UpstreamError::ContentType {
+            found: content_type.cloned(),
+        });
+    }
+    Ok(HttpStream {
+        body: response.into_body(),
+        parser: Parser::new(settings.max_line).with_last_event_id(last_event_id),
+    })
+}
+
+fn build_request(
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    last_event_id: &str,
+) -> Request<Empty<Bytes>> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = Request::get(path)
+        .body(Empty::new())
+        .expect("a GET with a parsed path is a valid request");
+    let h = request.headers_mut();
+    if let Some(authority) = uri.authority() {
+        if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+            h.insert(HOST, value);
+        }
+    }
+    h.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("sse-gateway/", env!("CARGO_PKG_VERSION"))),
+    );
+    // Configured headers come last so they can override ours.
+    for (name, value) in headers {
+        h.insert(name.clone(), value.clone());
+    }
+    if !last_event_id.is_empty() {
+        match HeaderValue::from_str(last_event_id) {
+            Ok(value) => {
+                h.insert(LAST_EVENT_ID, value);
+            }
+            Err(_) => warn!("last event id is not a valid header value; resuming without it"),
+        }
+    }
+    request
+}
+
+async fn send<I>(
+    io: I,
+    request: Request<Empty<Bytes>>,
+) -> Result<http::Response<Incoming>, UpstreamError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::Handshake)?;
+    // The connection task ends by itself once the response body and sender drop.
+    tokio::spawn(async move {
+        if let Err(error) = conn.await {
+            debug!(error = %error, "upstream connection closed");
+        }
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(UpstreamError::Transport)
+}
+
+fn is_event_stream(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|v| {
+        v.split(';')
+            .next()
+            .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("text/event-stream"))
+    })
+}
+
+impl HttpStream {
+    pub(super) async fn next(&mut self, out: &mut Vec<Event>) -> Result<bool, UpstreamError> {
+        loop {
+            match self.body.frame().await {
+                None => return Ok(false),
+                Some(Err(error)) => return Err(UpstreamError::Transport(error)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.parser.feed(&data, out)?;
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn last_event_id(&self) -> &str {
+        self.parser.last_event_id()
+    }
+
+    pub(super) fn retry(&self) -> Option<Duration> {
+        self.parser.retry()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_stream_content_type_allows_parameters_and_case() {
+        for ok in ["text/event-stream", "Text/Event-Stream; charset=utf-8"] {
+            assert!(is_event_stream(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in ["text/plain", "text/event-streams", ""] {
+            assert!(!is_event_stream(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+
+    #[test]
+    fn request_carries_accept_last_event_id_and_configured_headers() {
+        let uri: Uri = "http://example.test:9000/rooms/a%20b?x=1".parse().unwrap();
+        let auth = (
+            HeaderName::from_static("authorization"),
+            HeaderValue::from_static("Bearer t"),
+        );
+        let req = build_request(&uri, &[auth], "41");
+        assert_eq!(req.uri(), "/rooms/a%20b?x=1");
+        let h = req.headers();
+        assert_eq!(h[HOST], "example.test:9000");
+        assert_eq!(h[ACCEPT], "text/event-stream");
+        assert_eq!(h[LAST_EVENT_ID], "41");
+        assert_eq!(h["authorization"], "Bearer t");
+        let req = build_request(&uri, &[], "");
+        assert!(req.headers().get(LAST_EVENT_ID).is_none());
+    }
+}

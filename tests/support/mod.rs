@@ -1,0 +1,643 @@
+//! Vocabulary for the integration tests: a real upstream (`TestUpstream`), a real
+//! gateway in-process (`spawn_gateway`) or as a child process (`GatewayProcess`),
+//! and a client that reads event streams with an independent parser (`SseReader`).
+//! Everything runs on real sockets on ports the OS picks.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use eventsource_stream::Eventsource;
+use futures_util::{Stream, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio::time::timeout;
+
+use sse_gateway::config::{Config, Overrides};
+use sse_gateway::drain::Drain;
+use sse_gateway::hub::Hub;
+use sse_gateway::metrics::Metrics;
+use sse_gateway::server::Server;
+
+/// Generous patience for anything a test waits on.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `cond` until it holds or `PATIENCE` runs out.
+#[macro_export]
+macro_rules! eventually {
+    ($cond:expr, $($msg:tt)+) => {{
+        let start = tokio::time::Instant::now();
+        loop {
+            if $cond { break; }
+            if start.elapsed() > $crate::support::PATIENCE {
+                panic!("not eventually: {}", format!($($msg)+));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }};
+}
+
+// === TestUpstream ===
+
+/// How the test upstream answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// 200 text/event-stream, replaying history after Last-Event-ID, then live.
+    Normal,
+    /// This status with a plain body.
+    Status(u16),
+    /// 200 with this content type.
+    ContentType(&'static str),
+    /// 200 text/event-stream, then these raw bytes, then the connection stays open.
+    Raw(Vec<u8>),
+    /// 200 text/event-stream, then nothing, forever.
+    Stall,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    history: Vec<(String, Bytes)>,
+    streams: Vec<mpsc::Sender<Bytes>>,
+    last_event_ids: Vec<Option<String>>,
+    mode: Option<Mode>,
+}
+
+/// A real hyper SSE server on 127.0.0.1. Counts connections, records each
+/// request's Last-Event-ID, honours it from its history, and can be stopped and
+/// restarted on the same port.
+pub struct TestUpstream {
+    addr: SocketAddr,
+    state: Arc<Mutex<UpstreamState>>,
+    connections: Arc<AtomicUsize>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl TestUpstream {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    async fn start_on(addr: SocketAddr) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Self {
+            addr,
+            state: Arc::new(Mutex::new(UpstreamState {
+                mode: Some(Mode::Normal),
+                ..Default::default()
+            })),
+            connections: Arc::new(AtomicUsize::new(0)),
+            tasks: Mutex::new(JoinSet::new()),
+        };
+        up.serve(listener);
+        up
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        let state = Arc::clone(&self.state);
+        let connections = Arc::clone(&self.connections);
+        self.tasks.lock().unwrap().spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let state = Arc::clone(&state);
+                let connections = Arc::clone(&connections);
+                conns.spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let resp = answer(&req, &state, &connections);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Requests that reached the stream handler so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Streams open now.
+    pub fn open_streams(&self) -> usize {
+        let mut s = self.state.lock().unwrap();
+        s.streams.retain(|tx| !tx.is_closed());
+        s.streams.len()
+    }
+
+    /// The Last-Event-ID of each request, in order.
+    pub fn last_event_ids(&self) -> Vec<Option<String>> {
+        self.state.lock().unwrap().last_event_ids.clone()
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = Some(mode);
+    }
+
+    /// Sends one event with this id to every open stream and keeps it in history.
+    pub async fn emit(&self, id: &str, data: &str) {
+        let wire = Bytes::from(format!("id: {id}\ndata: {data}\n\n"));
+        self.emit_raw_kept(id, wire).await;
+    }
+
+    /// Events `id: n`, `data: event n` for each n.
+    pub async fn emit_numbered(&self, ids: impl IntoIterator<Item = u32>) {
+        for n in ids {
+            self.emit(&n.to_string(), &format!("event {n}")).await;
+        }
+    }
+
+    async fn emit_raw_kept(&self, id: &str, wire: Bytes) {
+        let streams = {
+            let mut s = self.state.lock().unwrap();
+            s.history.push((id.to_owned(), wire.clone()));
+            s.streams.retain(|tx| !tx.is_closed());
+            s.streams.clone()
+        };
+        for tx in streams {
+            let _ = tx.send(wire.clone()).await;
+        }
+    }
+
+    /// Raw bytes to every open stream, not kept in history.
+    pub async fn send_raw(&self, bytes: &[u8]) {
+        let streams = self.state.lock().unwrap().streams.clone();
+        for tx in streams {
+            let _ = tx.send(Bytes::copy_from_slice(bytes)).await;
+        }
+    }
+
+    /// Kills the server and every connection, as a crash would.
+    pub fn stop(&self) {
+        self.tasks.lock().unwrap().abort_all();
+        self.state.lock().unwrap().streams.clear();
+    }
+
+    /// Listens again on the same port, with the same history.
+    pub async fn restart(&self) {
+        self.stop();
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        self.serve(listener);
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.abort_all();
+        }
+    }
+}
+
+type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+fn answer(
+    req: &Request<Incoming>,
+    state: &Arc<Mutex<UpstreamState>>,
+    connections: &AtomicUsize,
+) -> Response<UpBody> {
+    connections.fetch_add(1, Ordering::SeqCst);
+    let last_id = req
+        .headers()
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let mut s = state.lock().unwrap();
+    s.last_event_ids.push(last_id.clone());
+    let mode = s.mode.clone().unwrap_or(Mode::Normal);
+    let (tx, rx) = mpsc::channel::<Bytes>(4096);
+    let content_type = match &mode {
+        Mode::Status(code) => {
+            let body = http_body_util::Full::new(Bytes::from_static(b"no\n"))
+                .map_err(|e| match e {})
+                .boxed();
+            let mut r = Response::new(body);
+            *r.status_mut() = StatusCode::from_u16(*code).unwrap();
+            return r;
+        }
+        Mode::ContentType(ct) => *ct,
+        _ => "text/event-stream",
+    };
+    match &mode {
+        Mode::Normal => {
+            let start = last_id
+                .as_ref()
+                .and_then(|id| s.history.iter().rposition(|(i, _)| i == id))
+                .map_or(if last_id.is_some() { 0 } else { s.history.len() }, |i| i + 1);
+            for (_, wire) in &s.history[start..] {
+                tx.try_send(wire.clone()).unwrap();
+            }
+            s.streams.push(tx);
+        }
+        Mode::Raw(bytes) => {
+            tx.try_send(Bytes::from(bytes.clone())).unwrap();
+            s.streams.push(tx);
+        }
+        Mode::Stall | Mode::ContentType(_) => s.streams.push(tx),
+        Mode::Status(_) => unreachable!(),
+    }
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    let mut r = Response::new(StreamBody::new(stream).boxed());
+    r.headers_mut()
+        .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+// === in-process gateway ===
+
+/// A gateway running in this test's runtime, on ports the OS picked.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub hub: Hub,
+    pub drain: Drain,
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// Starts a gateway from YAML (`listen` is forced to 127.0.0.1:0).
+pub async fn spawn_gateway(yaml: &str) -> TestGateway {
+    let overrides = Overrides {
+        listen: vec!["127.0.0.1:0".parse().unwrap()],
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let config = Config::parse(yaml, Path::new("test.yaml"), &overrides).unwrap();
+    let metrics = Arc::new(Metrics::new());
+    let hub = Hub::new(&config.upstream, Arc::clone(&metrics));
+    let drain = Drain::new();
+    let bound = Server::bind(&config).await.unwrap();
+    let addr = bound.local_addrs()[0];
+    bound.serve(
+        &config,
+        hub.clone(),
+        Arc::clone(&metrics),
+        drain.watch(),
+        &drain.tracker(),
+    );
+    TestGateway {
+        addr,
+        metrics,
+        hub,
+        drain,
+    }
+}
+
+/// A config with one route from `path` to `upstream`, plus extra top-level YAML.
+pub fn one_route(path: &str, upstream: &str, extra: &str) -> String {
+    format!("{extra}\nroutes:\n  - path: {path}\n    upstream: {upstream}\n")
+}
+
+// === SseReader ===
+
+/// One event as an independent parser (eventsource-stream) saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub event: String,
+    pub data: String,
+    pub id: String,
+}
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Option<Seen>> + Send>>;
+
+/// A client of one event stream: status, headers, raw bytes and parsed events.
+pub struct SseReader {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    raw: Arc<Mutex<Vec<u8>>>,
+    events: EventStream,
+    ended: bool,
+}
+
+impl SseReader {
+    pub async fn get(url: &str) -> Self {
+        Self::request(url, &[]).await
+    }
+
+    pub async fn resume(url: &str, last_event_id: &str) -> Self {
+        Self::request(url, &[("last-event-id", last_event_id)]).await
+    }
+
+    pub async fn request(url: &str, headers: &[(&str, &str)]) -> Self {
+        Self::request_from(url, headers, None).await
+    }
+
+    /// As `request`, from a given local address (many-client tests spread over
+    /// 127.0.0.x so one source address doesn't run out of ports).
+    pub async fn request_from(url: &str, headers: &[(&str, &str)], local: Option<std::net::IpAddr>) -> Self {
+        let uri: http::Uri = url.parse().unwrap();
+        let addr: SocketAddr = uri.authority().unwrap().as_str().parse().unwrap();
+        let tcp = match local {
+            None => TcpStream::connect(addr).await.unwrap(),
+            Some(ip) => {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(ip, 0)).unwrap();
+                socket.connect(addr).await.unwrap()
+            }
+        };
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = Request::get(uri.path_and_query().unwrap().as_str())
+            .header("host", addr.to_string())
+            .header("accept", "text/event-stream");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let resp = timeout(PATIENCE, sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()))
+            .await
+            .expect("response head in time")
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let raw = Arc::new(Mutex::new(Vec::new()));
+        let tee = Arc::clone(&raw);
+        let body = resp.into_body().into_data_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                tee.lock().unwrap().extend_from_slice(bytes);
+            }
+            chunk
+        });
+        let events = body
+            .eventsource()
+            .map(|e| {
+                e.ok().map(|e| Seen {
+                    event: e.event,
+                    data: e.data,
+                    id: e.id,
+                })
+            })
+            .boxed();
+        Self {
+            status,
+            headers,
+            raw,
+            events,
+            ended: false,
+        }
+    }
+
+    /// The next event, `None` at the end of the stream. Panics after `PATIENCE`.
+    pub async fn next(&mut self) -> Option<Seen> {
+        self.next_within(PATIENCE).await.expect("an event or the end in time")
+    }
+
+    /// `Err(())` if nothing came within `wait`.
+    pub async fn next_within(&mut self, wait: Duration) -> Result<Option<Seen>, ()> {
+        if self.ended {
+            return Ok(None);
+        }
+        match timeout(wait, self.events.next()).await {
+            Err(_) => Err(()),
+            Ok(Some(Some(seen))) => Ok(Some(seen)),
+            Ok(_) => {
+                self.ended = true;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The next `n` events; panics if the stream ends first.
+    pub async fn take(&mut self, n: usize) -> Vec<Seen> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.next().await {
+                Some(e) => out.push(e),
+                None => panic!("stream ended after {} of {n} events: {out:?}", out.len()),
+            }
+        }
+        out
+    }
+
+    /// Everything until the end of the stream.
+    pub async fn rest(&mut self) -> Vec<Seen> {
+        let mut out = Vec::new();
+        while let Some(e) = self.next().await {
+            out.push(e);
+        }
+        out
+    }
+
+    /// Every byte received so far, as text.
+    pub fn raw(&self) -> String {
+        String::from_utf8_lossy(&self.raw.lock().unwrap()).into_owned()
+    }
+
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+}
+
+pub fn ids(events: &[Seen]) -> Vec<&str> {
+    events.iter().map(|e| e.id.as_str()).collect()
+}
+
+/// A plain GET, for status codes and headers.
+pub async fn get(url: &str, method: &str) -> Response<Bytes> {
+    let uri: http::Uri = url.parse().unwrap();
+    let addr: SocketAddr = uri.authority().unwrap().as_str().parse().unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(uri.path_and_query().unwrap().as_str())
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = timeout(PATIENCE, sender.send_request(req)).await.unwrap().unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = timeout(PATIENCE, body.collect()).await.unwrap().unwrap().to_bytes();
+    Response::from_parts(parts, body)
+}
+
+// === GatewayProcess ===
+
+/// The built `sse-gateway` binary as a child process.
+pub struct GatewayProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub log: Arc<Mutex<VecDeque<String>>>,
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sse-gateway-test-{tag}-{}-{}",
+            std::process::id(),
+            fastrand_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sse-gateway")
+}
+
+impl GatewayProcess {
+    /// Runs the binary on `yaml` with `--listen 127.0.0.1:0 --admin 127.0.0.1:0`
+    /// and waits for its `listening` lines.
+    pub fn start(yaml: &str, extra_args: &[&str]) -> Self {
+        let dir = TempDir::new("gw");
+        let config = dir.write("gateway.yaml", yaml);
+        let mut gw = Self::start_with(
+            &config,
+            &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+            extra_args,
+        );
+        gw._dir = Some(dir);
+        gw
+    }
+
+    pub fn start_with(config: &Path, base_args: &[&str], extra_args: &[&str]) -> Self {
+        let mut child = Command::new(binary())
+            .arg("--config")
+            .arg(config)
+            .args(base_args)
+            .args(extra_args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                sink.lock().unwrap().push_back(line);
+            }
+        });
+        let (mut addr, mut admin) = (None, None);
+        let deadline = std::time::Instant::now() + PATIENCE;
+        while addr.is_none() || admin.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("no listening line; log: {:?}", log.lock().unwrap()));
+            if let Some(a) = listening_addr(&line) {
+                if line.contains("kind=public") || line.contains("\"kind\":\"public\"") {
+                    addr = Some(a);
+                } else {
+                    admin = Some(a);
+                }
+            }
+        }
+        Self {
+            child,
+            addr: addr.unwrap(),
+            admin,
+            log,
+            _dir: None,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for exit; panics after `wait`.
+    pub fn wait_exit(&mut self, wait: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "gateway did not exit within {wait:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    if !line.contains("listening") {
+        return None;
+    }
+    let rest = &line[line.find("addr")? + 4..];
+    let rest = rest.trim_start_matches(['=', '"', ':']);
+    let end = rest.find(|c: char| c == ' ' || c == '"' || c == ',').unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
