@@ -1,5 +1,5 @@
 //! The command line: clap's `Args`, and the one translation from flags to
-//! [`Overrides`](crate::config::Overrides).
+//! [`Overrides`].
 //!
 //! No I/O here: the config file is named, not read, and the log format is chosen, not
 //! installed. `main` does both, so parsing flags can be tested on its own.

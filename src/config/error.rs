@@ -66,14 +66,25 @@ impl ConfigError {
         }
     }
 
-    /// Translates a deserialization error into the operator's terms.
-    ///
-    /// `syntax` says whether the text is not YAML at all (the caller checks, since the
-    /// YAML crate's error does not say).
+    /// A file that is not YAML at all. The key path is left out: the parser stopped
+    /// before the document had a shape to name a key in.
+    pub(super) fn from_yaml_syntax(file: &Path, error: &serde_norway::Error) -> Self {
+        let location = error.location().map(|l| (l.line(), l.column()));
+        ConfigError::Invalid {
+            file: file.to_owned(),
+            key_path: None,
+            location,
+            message: format!(
+                "invalid YAML: {}",
+                bare_message(&error.to_string(), location, &[])
+            ),
+        }
+    }
+
+    /// Translates a deserialization error of well-formed YAML into the operator's terms.
     pub(super) fn from_yaml(
         file: &Path,
         error: serde_path_to_error::Error<serde_norway::Error>,
-        syntax: bool,
     ) -> Self {
         let segments: Vec<String> = error.path().iter().map(|s| s.to_string()).collect();
         let yaml = error.into_inner();
@@ -87,15 +98,11 @@ impl ConfigError {
             let parent = &segments[..segments.len().saturating_sub(1)];
             (join_path(parent), unknown_key_message(unknown, rest))
         } else {
-            let message = if syntax {
-                format!("invalid YAML: {message}")
-            } else {
-                // serde's words for struct fields, in the file's words.
-                message
-                    .replacen("missing field `", "missing key `", 1)
-                    .replacen("duplicate field `", "duplicate key `", 1)
-                    .replacen("invalid type: unit value", "invalid type: empty value", 1)
-            };
+            // serde's words for struct fields, in the file's words.
+            let message = message
+                .replacen("missing field `", "missing key `", 1)
+                .replacen("duplicate field `", "duplicate key `", 1)
+                .replacen("invalid type: unit value", "invalid type: empty value", 1);
             (join_path(&segments), message)
         };
         ConfigError::Invalid {

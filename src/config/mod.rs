@@ -234,8 +234,9 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] if `text` is not a valid configuration.
     pub fn parse(text: &str, file: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let raw = raw::from_str(text).map_err(|error| {
-            ConfigError::from_yaml(file, error, raw::is_yaml_syntax_error(text))
+        let raw = raw::from_str(text).map_err(|error| match raw::syntax_error(text) {
+            Some(syntax) => ConfigError::from_yaml_syntax(file, &syntax),
+            None => ConfigError::from_yaml(file, error),
         })?;
         let Some(mut raw) = raw else {
             return Err(ConfigError::rule(
@@ -590,9 +591,11 @@ impl TryFrom<&str> for UpstreamTarget {
                 {
                     scheme
                 }
-                _ => return Err(format!(
+                _ => {
+                    return Err(format!(
                     "upstream {raw:?} has no scheme (expected http://, https:// or builtin:NAME)"
-                )),
+                ))
+                }
             },
         };
         if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
@@ -1063,10 +1066,26 @@ routes:
 
     #[test]
     fn yaml_syntax_errors_show_line_and_column() {
+        // The typed parse alone would stop early with "missing key `upstream`".
         let err = parse_err("routes:\n  - path: /a\n   upstream: [\n");
-        assert!(err.location().is_some(), "{err:?}");
-        assert!(err.to_string().contains("invalid YAML: "), "{err}");
-        assert!(err.to_string().starts_with("gateway.yaml:"), "{err}");
+        assert_eq!(err.key_path(), None);
+        assert_eq!(err.location(), Some((3, 4)));
+        assert_eq!(
+            err.to_string(),
+            "gateway.yaml:3:4: invalid YAML: did not find expected '-' indicator, while parsing a block collection at line 2 column 3"
+        );
+    }
+
+    #[test]
+    fn an_oversized_number_is_an_error_at_its_value() {
+        let err = parse_err(&with_route("replay: { events: 99999999999999999999999 }\n"));
+        assert_eq!(err.key_path(), Some("replay.events"));
+        assert_eq!(err.location(), Some((1, 19)));
+        assert!(
+            err.to_string()
+                .ends_with("99999999999999999999999 is too large"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1207,6 +1226,23 @@ routes:
         let err = parse_err(&with_route("replay:\n  gap_event: \"gap\\ndata: x\"\n"));
         assert_eq!(err.key_path(), Some("replay.gap_event"));
         assert_eq!(err.location(), Some((2, 14)));
+    }
+
+    #[test]
+    fn backoff_initial_must_not_exceed_max() {
+        // Only `initial` is given: it is compared with the default max.
+        let err = parse_err(&with_route("upstream:\n  backoff: { initial: 1m }\n"));
+        assert_eq!(err.key_path(), Some("upstream.backoff"));
+        assert_eq!(err.location(), None);
+        assert_eq!(
+            err.to_string(),
+            "gateway.yaml: upstream.backoff: initial (1m) must not be greater than max (30s)"
+        );
+        let config = parse(&with_route(
+            "upstream:\n  backoff: { initial: 5s, max: 5s }\n",
+        ))
+        .unwrap();
+        assert_eq!(config.upstream.backoff.initial, config.upstream.backoff.max);
     }
 
     // === addresses and listeners ===

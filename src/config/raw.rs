@@ -28,10 +28,14 @@ pub(super) fn from_str(
     serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(text))
 }
 
-/// Whether `text` fails to parse as YAML at all (as opposed to parsing into the wrong
-/// shape); used only on the error path, to label syntax errors as such.
-pub(super) fn is_yaml_syntax_error(text: &str) -> bool {
-    serde_norway::from_str::<serde_norway::Value>(text).is_err()
+/// The YAML syntax error in `text`, if any, as opposed to YAML of the wrong shape.
+///
+/// Used only on the error path. serde_norway hands the deserializer the events before
+/// a syntax error, so a typed parse of a broken file may fail earlier with a misleading
+/// "missing key"; reading the document into `IgnoredAny`, which accepts every shape,
+/// fails only where the YAML itself is broken.
+pub(super) fn syntax_error(text: &str) -> Option<serde_norway::Error> {
+    de::IgnoredAny::deserialize(serde_norway::Deserializer::from_str(text)).err()
 }
 
 #[derive(Debug, Deserialize)]

@@ -275,6 +275,14 @@ where
         }
     }
 
+    fn visit_u128<E: de::Error>(self, n: u128) -> Result<T, E> {
+        Err(E::custom(format!("{n} is too large")))
+    }
+
+    fn visit_i128<E: de::Error>(self, n: i128) -> Result<T, E> {
+        Err(E::custom(format!("{n} is out of range")))
+    }
+
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<T, E> {
         Err(E::custom(format!(
             "expected {}, got the fraction {n}",
@@ -289,6 +297,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)] // tests may unwrap; clippy.toml may not say so yet
+
     use super::*;
 
     #[test]

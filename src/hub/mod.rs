@@ -114,7 +114,7 @@ impl SourceSpec {
                 };
                 (
                     SourceKey(Arc::from(name)),
-                    upstream::Target::Builtin(builtin.clone()),
+                    upstream::Target::Builtin(*builtin),
                 )
             }
         };

@@ -21,7 +21,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -251,7 +251,14 @@ fn answer(
             let start = last_id
                 .as_ref()
                 .and_then(|id| s.history.iter().rposition(|(i, _)| i == id))
-                .map_or(if last_id.is_some() { 0 } else { s.history.len() }, |i| i + 1);
+                .map_or(
+                    if last_id.is_some() {
+                        0
+                    } else {
+                        s.history.len()
+                    },
+                    |i| i + 1,
+                );
             for (_, wire) in &s.history[start..] {
                 tx.try_send(wire.clone()).unwrap();
             }
@@ -269,7 +276,7 @@ fn answer(
             .await
             .map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
     });
-    let mut r = Response::new(StreamBody::new(stream).boxed());
+    let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut()
         .insert("content-type", content_type.parse().unwrap());
     r
@@ -342,6 +349,16 @@ pub struct SseReader {
     raw: Arc<Mutex<Vec<u8>>>,
     events: EventStream,
     ended: bool,
+    tasks: [tokio::task::AbortHandle; 2],
+}
+
+impl Drop for SseReader {
+    /// Dropping a reader closes its connection, as a browser tab closing would.
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
 }
 
 impl SseReader {
@@ -359,7 +376,11 @@ impl SseReader {
 
     /// As `request`, from a given local address (many-client tests spread over
     /// 127.0.0.x so one source address doesn't run out of ports).
-    pub async fn request_from(url: &str, headers: &[(&str, &str)], local: Option<std::net::IpAddr>) -> Self {
+    pub async fn request_from(
+        url: &str,
+        headers: &[(&str, &str)],
+        local: Option<std::net::IpAddr>,
+    ) -> Self {
         let uri: http::Uri = url.parse().unwrap();
         let addr: SocketAddr = uri.authority().unwrap().as_str().parse().unwrap();
         let tcp = match local {
@@ -373,28 +394,52 @@ impl SseReader {
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
             .unwrap();
-        tokio::spawn(conn);
+        let conn = tokio::spawn(conn);
         let mut req = Request::get(uri.path_and_query().unwrap().as_str())
             .header("host", addr.to_string())
             .header("accept", "text/event-stream");
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
-        let resp = timeout(PATIENCE, sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()))
-            .await
-            .expect("response head in time")
-            .unwrap();
+        let resp = timeout(
+            PATIENCE,
+            sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
+        )
+        .await
+        .expect("response head in time")
+        .unwrap();
         let status = resp.status();
         let headers = resp.headers().clone();
         let raw = Arc::new(Mutex::new(Vec::new()));
+        // A task reads the body as it comes, so `raw()` shows what the gateway sent
+        // even while the test is not asking for events.
+        let (tx, rx) = mpsc::unbounded_channel::<Result<Bytes, hyper::Error>>();
         let tee = Arc::clone(&raw);
-        let body = resp.into_body().into_data_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                tee.lock().unwrap().extend_from_slice(bytes);
+        let mut body = resp.into_body();
+        let reader = tokio::spawn(async move {
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(frame) => {
+                        if let Ok(bytes) = frame.into_data() {
+                            tee.lock().unwrap().extend_from_slice(&bytes);
+                            if tx.send(Ok(bytes)).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
             }
-            chunk
         });
-        let events = body
+        let chunks =
+            futures_util::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|c| (c, rx)) },
+            );
+        let events = chunks
             .eventsource()
             .map(|e| {
                 e.ok().map(|e| Seen {
@@ -410,12 +455,15 @@ impl SseReader {
             raw,
             events,
             ended: false,
+            tasks: [conn.abort_handle(), reader.abort_handle()],
         }
     }
 
     /// The next event, `None` at the end of the stream. Panics after `PATIENCE`.
     pub async fn next(&mut self) -> Option<Seen> {
-        self.next_within(PATIENCE).await.expect("an event or the end in time")
+        self.next_within(PATIENCE)
+            .await
+            .expect("an event or the end in time")
     }
 
     /// `Err(())` if nothing came within `wait`.
@@ -483,9 +531,16 @@ pub async fn get(url: &str, method: &str) -> Response<Bytes> {
         .header("host", addr.to_string())
         .body(Empty::<Bytes>::new())
         .unwrap();
-    let resp = timeout(PATIENCE, sender.send_request(req)).await.unwrap().unwrap();
+    let resp = timeout(PATIENCE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
     let (parts, body) = resp.into_parts();
-    let body = timeout(PATIENCE, body.collect()).await.unwrap().unwrap().to_bytes();
+    let body = timeout(PATIENCE, body.collect())
+        .await
+        .unwrap()
+        .unwrap()
+        .to_bytes();
     Response::from_parts(parts, body)
 }
 
@@ -572,9 +627,9 @@ impl GatewayProcess {
             }
         });
         let (mut addr, mut admin) = (None, None);
-        let deadline = std::time::Instant::now() + PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         while addr.is_none() || admin.is_none() {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let line = rx
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("no listening line; log: {:?}", log.lock().unwrap()));
@@ -610,18 +665,27 @@ impl GatewayProcess {
 
     /// Waits for exit; panics after `wait`.
     pub fn wait_exit(&mut self, wait: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(std::time::Instant::now() < deadline, "gateway did not exit within {wait:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gateway did not exit within {wait:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -638,6 +702,14 @@ fn listening_addr(line: &str) -> Option<SocketAddr> {
     }
     let rest = &line[line.find("addr")? + 4..];
     let rest = rest.trim_start_matches(['=', '"', ':']);
-    let end = rest.find(|c: char| c == ' ' || c == '"' || c == ',').unwrap_or(rest.len());
+    let end = rest.find([' ', '"', ',']).unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// The value of one unlabelled series in the gateway's exposition.
+pub fn metric(metrics: &Metrics, name: &str) -> f64 {
+    let text = metrics.encode();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }

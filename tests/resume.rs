@@ -1,0 +1,129 @@
+//! Last-Event-ID resumption: exactly the missed events, no gap, no duplicate.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use support::*;
+
+async fn gateway_with(upstream: &TestUpstream, extra: &str) -> TestGateway {
+    spawn_gateway(&one_route("/events", &upstream.url("/events"), extra)).await
+}
+
+#[tokio::test]
+async fn resumes_after_last_event_id_header_with_no_gap_or_duplicate() {
+    let upstream = TestUpstream::start().await;
+    let gw = gateway_with(&upstream, "").await;
+
+    let mut first = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    upstream.emit_numbered(1..=5).await;
+    let seen = first.take(5).await;
+    drop(first);
+
+    upstream.emit_numbered(6..=8).await;
+    let mut again = SseReader::resume(&gw.url("/events"), &seen[2].id).await;
+    let got = again.take(5).await;
+    assert_eq!(ids(&got), ["4", "5", "6", "7", "8"]);
+    upstream.emit_numbered(9..=9).await;
+    assert_eq!(ids(&again.take(1).await), ["9"]);
+    assert!(!again.raw().contains("event: gap"));
+    assert_eq!(upstream.connections(), 1);
+    assert_eq!(metric(&gw.metrics, "sse_gateway_resume_misses_total"), 0.0);
+}
+
+#[tokio::test]
+async fn resumes_from_the_last_event_id_query_parameter() {
+    let upstream = TestUpstream::start().await;
+    let gw = gateway_with(&upstream, "").await;
+    let keep = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    upstream.emit_numbered(1..=4).await;
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_events_received_total") == 4.0,
+        "received"
+    );
+
+    let mut r = SseReader::get(&gw.url("/events?lastEventId=2")).await;
+    assert_eq!(ids(&r.take(2).await), ["3", "4"]);
+    drop(keep);
+}
+
+#[tokio::test]
+async fn unknown_id_gets_the_gap_event_then_the_whole_buffer_then_live() {
+    let upstream = TestUpstream::start().await;
+    let gw = gateway_with(&upstream, "replay: { events: 3 }").await;
+    let keep = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    upstream.emit_numbered(1..=5).await;
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_events_received_total") == 5.0,
+        "received"
+    );
+
+    // "1" has been evicted (the buffer keeps 3, 4, 5).
+    let mut r = SseReader::resume(&gw.url("/events"), "1").await;
+    let got = r.take(4).await;
+    assert_eq!(got[0].event, "gap");
+    let gap: serde_json::Value = serde_json::from_str(&got[0].data).unwrap();
+    assert_eq!(
+        gap,
+        serde_json::json!({"last_event_id": "1", "resumed_from": "3"})
+    );
+    assert_eq!(ids(&got[1..]), ["3", "4", "5"]);
+    upstream.emit_numbered(6..=6).await;
+    assert_eq!(ids(&r.take(1).await), ["6"]);
+    assert_eq!(metric(&gw.metrics, "sse_gateway_resume_misses_total"), 1.0);
+    drop(keep);
+}
+
+#[tokio::test]
+async fn gap_event_name_is_configurable_and_can_be_disabled() {
+    let upstream = TestUpstream::start().await;
+    let gw = gateway_with(&upstream, "replay: { gap_event: \"\" }").await;
+    let keep = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    upstream.emit_numbered(1..=2).await;
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_events_received_total") == 2.0,
+        "received"
+    );
+    let mut r = SseReader::resume(&gw.url("/events"), "nope").await;
+    assert_eq!(ids(&r.take(2).await), ["1", "2"]);
+    assert!(!r.raw().contains("gap"));
+    assert_eq!(metric(&gw.metrics, "sse_gateway_resume_misses_total"), 1.0);
+    drop(keep);
+}
+
+#[tokio::test]
+async fn assign_ids_stamps_increasing_ids_that_clients_can_resume_from() {
+    let upstream = TestUpstream::start().await;
+    let yaml = format!(
+        "routes:\n  - path: /events\n    upstream: {}\n    assign_ids: true\n",
+        upstream.url("/events")
+    );
+    let gw = spawn_gateway(&yaml).await;
+    let mut r = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    for n in 1..=4 {
+        upstream
+            .send_raw(format!("data: n{n}\n\n").as_bytes())
+            .await;
+    }
+    let got = r.take(4).await;
+    let stamped = ids(&got);
+    assert!(stamped
+        .iter()
+        .all(|id| !id.is_empty() && id.len() < 64 && id.is_ascii()));
+    let mut unique = stamped.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 4, "{stamped:?}");
+
+    let mut again = SseReader::resume(&gw.url("/events"), stamped[1]).await;
+    let resumed = again.take(2).await;
+    assert_eq!(
+        resumed.iter().map(|e| e.data.as_str()).collect::<Vec<_>>(),
+        ["n3", "n4"]
+    );
+    assert_eq!(ids(&resumed), &stamped[2..]);
+}
