@@ -22,6 +22,9 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod drain;
+/// Entry points for `fuzz/` and `tests/fuzz_properties.rs`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
 pub mod server;

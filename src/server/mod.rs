@@ -3,7 +3,7 @@
 //! the hub, or with 404, 405, 400 or 204 as the contract says.
 
 mod listener;
-mod routes;
+pub(crate) mod routes;
 mod stream;
 
 use std::fmt;
