@@ -51,6 +51,7 @@ pub struct Config {
     /// Global replay settings; each route carries its effective value.
     pub replay: ReplayConfig,
     pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
     /// In file order; never empty, no two match the same request paths.
     pub routes: Vec<RouteConfig>,
 }
@@ -161,6 +162,23 @@ impl Default for UpstreamConfig {
             backoff: BackoffConfig::default(),
             linger: Duration::from_secs(30),
             max_line: 64 * 1024,
+        }
+    }
+}
+
+/// What one client connection may cost the gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Time a connection has to deliver a complete request head, from accept (or
+    /// from the end of the previous request); slower ones are closed (slowloris,
+    /// idle half-open connections). Greater than zero.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -824,6 +842,7 @@ mod tests {
         assert_eq!(config.upstream.backoff.max, secs(30));
         assert_eq!(config.upstream.linger, secs(30));
         assert_eq!(config.upstream.max_line, 64 * 1024);
+        assert_eq!(config.limits.header_read_timeout, secs(10));
         let [route] = &config.routes[..] else {
             panic!("one route expected")
         };
@@ -1003,6 +1022,25 @@ routes:
             err.to_string(),
             "gateway.yaml:2:5: routes[0]: missing key `upstream`"
         );
+    }
+
+    // === limits ===
+
+    #[test]
+    fn header_read_timeout_is_read_from_limits() {
+        let config = parse(&with_route("limits:\n  header_read_timeout: 1500ms\n")).unwrap();
+        assert_eq!(
+            config.limits.header_read_timeout,
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn a_zero_header_read_timeout_is_refused_at_its_value() {
+        let err = parse_err(&with_route("limits:\n  header_read_timeout: 0s\n"));
+        assert_eq!(err.key_path(), Some("limits.header_read_timeout"));
+        assert_eq!(err.location(), Some((2, 24)));
+        assert!(err.to_string().contains("greater than zero"), "{err}");
     }
 
     // === unknown keys ===

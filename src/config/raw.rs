@@ -48,6 +48,7 @@ pub(super) struct RawConfig {
     pub(super) drain: Option<RawDrain>,
     pub(super) replay: Option<RawReplay>,
     pub(super) upstream: Option<RawUpstream>,
+    pub(super) limits: Option<RawLimits>,
     /// `Option` so that a missing and an empty `routes` both reach validation, which
     /// words each error for what the operator wrote.
     pub(super) routes: Option<Vec<RawRoute>>,
@@ -152,6 +153,16 @@ pub(super) struct RawUpstream {
 pub(super) struct RawBackoff {
     pub(super) initial: Option<NonZeroDuration>,
     pub(super) max: Option<NonZeroDuration>,
+}
+
+/// What one client connection may cost the gateway.
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `header_read_timeout`"
+)]
+pub(super) struct RawLimits {
+    pub(super) header_read_timeout: Option<NonZeroDuration>,
 }
 
 #[derive(Debug, Deserialize)]

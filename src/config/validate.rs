@@ -12,11 +12,13 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawBackoff, RawClient, RawConfig, RawListener, RawReplay, RawRoute, RawUpstream};
+use super::raw::{
+    RawBackoff, RawClient, RawConfig, RawLimits, RawListener, RawReplay, RawRoute, RawUpstream,
+};
 use super::{
-    AdminConfig, BackoffConfig, ClientConfig, Config, ConfigError, DrainConfig, ListenerConfig,
-    ReplayConfig, RouteConfig, TlsConfig, UpstreamConfig, UpstreamTarget, DEFAULT_HEARTBEAT,
-    DEFAULT_LISTEN,
+    AdminConfig, BackoffConfig, ClientConfig, Config, ConfigError, DrainConfig, LimitsConfig,
+    ListenerConfig, ReplayConfig, RouteConfig, TlsConfig, UpstreamConfig, UpstreamTarget,
+    DEFAULT_HEARTBEAT, DEFAULT_LISTEN,
 };
 use crate::config::units::format_duration;
 
@@ -52,6 +54,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         }
     });
     let upstream = upstream(raw.upstream, file)?;
+    let limits = limits(raw.limits);
 
     let global = Inherited {
         heartbeat,
@@ -69,8 +72,19 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         drain,
         replay,
         upstream,
+        limits,
         routes,
     })
+}
+
+fn limits(raw: Option<RawLimits>) -> LimitsConfig {
+    let raw = raw.unwrap_or_default();
+    let default = LimitsConfig::default();
+    LimitsConfig {
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(default.header_read_timeout, |d| d.0),
+    }
 }
 
 fn listeners(

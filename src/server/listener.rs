@@ -36,8 +36,6 @@ use crate::metrics::Metrics;
 const STALL_CHECK: Duration = Duration::from_secs(1);
 /// A connection whose writes have been blocked this long is dropped regardless.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed for a request head to arrive (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -79,27 +77,40 @@ async fn serve_connection(
     mut drain: DrainWatch,
 ) {
     let _ = tcp.set_nodelay(true);
+    let header_read_timeout = state.header_read_timeout;
     let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
     let io = TokioIo::new(WatchedIo {
         inner: tcp,
         shared: Arc::clone(&shared),
     });
+    let got_request = Arc::new(AtomicBool::new(false));
     let service = {
         let shared = Arc::clone(&shared);
+        let got_request = Arc::clone(&got_request);
         service_fn(move |request| {
+            got_request.store(true, Ordering::Relaxed);
             let response = handle(request, peer, &state, &shared);
             async move { Ok::<_, std::convert::Infallible>(response) }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's timer covers each HTTP/1.1 head (slowloris: it is not reset as bytes
+    // trickle in), including the wait for the next request on a kept-alive connection.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
+    // But hyper's timer starts only once hyper-util has read enough to tell HTTP/1.1
+    // from the HTTP/2 preface, and HTTP/2 has none: a peer that connects and sends
+    // nothing (or a slow preface) would hold its socket forever. So the first request
+    // must arrive within the same time from accept.
+    let first_head = tokio::time::sleep(header_read_timeout);
+    let mut first_head = std::pin::pin!(first_head);
+    let mut awaiting_first_head = true;
     let mut stall: Option<Pin<Box<Sleep>>> = None;
     let mut draining = false;
     loop {
@@ -122,6 +133,13 @@ async fn serve_connection(
             () = poll_fn(|cx| poll_stall(&shared, &mut stall, cx)) => {
                 debug!("client stalled; connection dropped");
                 break;
+            }
+            () = &mut first_head, if awaiting_first_head => {
+                if !got_request.load(Ordering::Relaxed) {
+                    debug!("no request within the header read timeout; connection closed");
+                    break;
+                }
+                awaiting_first_head = false;
             }
         }
     }

@@ -68,6 +68,8 @@ pub(crate) struct ServerState {
     drain: DrainWatch,
     drain_retry: Duration,
     drain_jitter: Duration,
+    /// `limits.header_read_timeout`: applied per connection by the listener.
+    header_read_timeout: Duration,
 }
 
 impl ServerState {
@@ -138,6 +140,7 @@ impl Bound {
             drain: drain.clone(),
             drain_retry: config.drain.retry,
             drain_jitter: config.drain.retry_jitter,
+            header_read_timeout: config.limits.header_read_timeout,
         });
         for (listener, kind) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
