@@ -8,7 +8,7 @@ use tracing::{error, info, warn};
 
 use sse_gateway::admin::Admin;
 use sse_gateway::cli::Args;
-use sse_gateway::config::Config;
+use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::{Drain, Signal, Signals};
 use sse_gateway::hub::Hub;
 use sse_gateway::metrics::Metrics;
@@ -49,13 +49,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_START);
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, &args.overrides()));
     // Whatever is left (connections past the drain deadline) is dropped, not awaited.
     runtime.shutdown_background();
     ExitCode::from(code)
 }
 
-async fn run(config: Config) -> u8 {
+async fn run(config: Config, overrides: &Overrides) -> u8 {
     // Handlers first, so a signal sent on seeing `listening` is never missed.
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
@@ -83,18 +83,32 @@ async fn run(config: Config) -> u8 {
         }
     };
     admin.serve(Arc::clone(&metrics), drain.watch());
-    bound.serve(&config, hub, metrics, drain.watch(), &drain.tracker());
+    let serving = bound.serve(&config, hub, metrics, drain.watch(), &drain.tracker());
 
+    let mut deadline = config.drain.deadline;
     loop {
         match signals.recv().await {
             Signal::Terminate => break,
-            Signal::Reload => match Config::load(&config.file, &Default::default()) {
-                Ok(_) => warn!("SIGHUP: the file is valid, but applying a reload needs a restart in this version"),
-                Err(error) => warn!(error = %error, "SIGHUP: configuration rejected; keeping the running one"),
+            Signal::Reload => match Config::load(&config.file, overrides) {
+                Ok(new) => {
+                    let reloaded = serving.reload(&new);
+                    if reloaded.listeners_kept {
+                        warn!("reload: listener addresses changed; they apply after a restart");
+                    }
+                    deadline = new.drain.deadline;
+                    info!(
+                        routes = new.routes.len(),
+                        sources_closed = reloaded.sources_closed,
+                        "configuration reloaded"
+                    );
+                }
+                Err(error) => {
+                    warn!(error = %error, "reload rejected; the running configuration stays")
+                }
             },
         }
     }
-    let outcome = drain.run(config.drain.deadline, &mut signals).await;
+    let outcome = drain.run(deadline, &mut signals).await;
     info!(exit_code = outcome.exit_code(), "exiting");
     outcome.exit_code()
 }

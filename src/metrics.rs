@@ -19,6 +19,7 @@ pub struct Metrics {
     pub(crate) clients_lagged: Counter,
     pub(crate) resume_misses: Counter,
     pub(crate) upstream_reconnects: Counter,
+    pub(crate) backfills: Counter,
     registry: Registry,
 }
 
@@ -31,6 +32,7 @@ impl Metrics {
         let clients_lagged = Counter::default();
         let resume_misses = Counter::default();
         let upstream_reconnects = Counter::default();
+        let backfills = Counter::default();
 
         let mut registry = Registry::with_prefix("sse_gateway");
         registry.register("clients", "Client streams open now", clients.clone());
@@ -64,7 +66,13 @@ impl Metrics {
             "Upstream reconnect attempts",
             upstream_reconnects.clone(),
         );
+        registry.register(
+            "backfills",
+            "Resumptions that fetched missing events from the upstream",
+            backfills.clone(),
+        );
         Self {
+            backfills,
             clients,
             upstream_connections,
             events_received,

@@ -198,6 +198,9 @@ pub struct RouteConfig {
     pub client: ClientConfig,
     /// Stamp every event with a gateway-assigned id (for upstreams that send none).
     pub assign_ids: bool,
+    /// Fetch a resumption's missing events from the upstream when the replay buffer
+    /// no longer holds them. Default: true for http(s) upstreams, false for builtins.
+    pub backfill: bool,
 }
 
 /// Command-line values that replace configured ones; merged before validation.
@@ -351,6 +354,9 @@ impl Config {
         }
         if route.assign_ids {
             notes.push("assign ids".to_owned());
+        }
+        if !route.backfill && matches!(route.upstream, UpstreamTarget::Http(_)) {
+            notes.push("no backfill".to_owned());
         }
         notes
     }

@@ -168,6 +168,7 @@ pub(super) struct RawRoute {
     pub(super) heartbeat: Option<NonZeroDuration>,
     pub(super) client: Option<RawClient>,
     pub(super) assign_ids: Option<bool>,
+    pub(super) backfill: Option<bool>,
 }
 
 // === leaf types ===

@@ -240,6 +240,11 @@ fn routes(
             heartbeat: route.heartbeat.map_or(global.heartbeat, |d| d.0),
             client: client(route.client, global.client),
             assign_ids: route.assign_ids.unwrap_or(false),
+            // Backfill needs an upstream that honours Last-Event-ID, which only an
+            // HTTP upstream can; on by default there.
+            backfill: route
+                .backfill
+                .unwrap_or(matches!(route.upstream, UpstreamTarget::Http(_))),
             headers: route.headers.0,
             path: route.path,
             upstream: route.upstream,

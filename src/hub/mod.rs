@@ -6,18 +6,19 @@
 //! its [`ReplayRing`]; every [`Subscription`] is a cursor into that ring. The hub
 //! knows nothing of HTTP servers: it hands out subscriptions and closes them.
 
+mod backfill;
 mod replay;
 mod source;
 mod subscription;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use http::{HeaderName, HeaderValue};
 
-use crate::config::{Builtin, RouteConfig, UpstreamConfig, UpstreamTarget};
+use crate::config::{Builtin, Config, RouteConfig, UpstreamConfig, UpstreamTarget};
 use crate::metrics::Metrics;
 use crate::upstream;
 
@@ -81,6 +82,22 @@ pub(crate) struct SourceSpec {
     pub(crate) headers: Arc<[(HeaderName, HeaderValue)]>,
     pub(crate) replay_events: usize,
     pub(crate) assign_ids: bool,
+    /// Fetch missing events from the upstream for resumptions the ring can't serve.
+    pub(crate) backfill: bool,
+    /// The route's upstream as configured (`http://…/{room}`); reload keeps a
+    /// source only while some route still has this upstream and these settings.
+    pub(crate) template: Arc<str>,
+}
+
+impl SourceSpec {
+    /// Whether a reload must restart this source: anything that shapes its
+    /// upstream connection or its ring.
+    fn same_source_as(&self, other: &SourceSpec) -> bool {
+        self.template == other.template
+            && self.headers == other.headers
+            && self.replay_events == other.replay_events
+            && self.assign_ids == other.assign_ids
+    }
 }
 
 /// A route's upstream could not be resolved with the given values.
@@ -99,6 +116,7 @@ impl SourceSpec {
         headers: Arc<[(HeaderName, HeaderValue)]>,
         params: &[(&str, &str)],
     ) -> Result<Self, InvalidUpstream> {
+        let template: Arc<str> = Arc::from(route.upstream.to_string());
         let (key, target) = match &route.upstream {
             UpstreamTarget::Http(template) => {
                 let url = template.resolve(params);
@@ -118,12 +136,17 @@ impl SourceSpec {
                 )
             }
         };
+        // Stamped ids are ours: the upstream can't resume from them.
+        let backfill =
+            route.backfill && !route.assign_ids && matches!(target, upstream::Target::Http(_));
         Ok(Self {
             key,
             target,
             headers,
             replay_events: route.replay.events,
             assign_ids: route.assign_ids,
+            backfill,
+            template,
         })
     }
 }
@@ -154,7 +177,8 @@ pub struct Hub {
 
 pub(crate) struct HubInner {
     sources: DashMap<SourceKey, Arc<Source>>,
-    upstream: UpstreamSettings,
+    /// Read when a source starts; a reload replaces it for sources started later.
+    upstream: RwLock<UpstreamSettings>,
     metrics: Arc<Metrics>,
 }
 
@@ -172,18 +196,38 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 sources: DashMap::new(),
-                upstream: UpstreamSettings {
-                    connect: upstream::ConnectSettings::new(
-                        config.connect_timeout,
-                        config.max_line,
-                    ),
-                    backoff_initial: config.backoff.initial,
-                    backoff_max: config.backoff.max,
-                    linger: config.linger,
-                },
+                upstream: RwLock::new(UpstreamSettings::from_config(config)),
                 metrics,
             }),
         }
+    }
+
+    /// Applies a reloaded configuration: sources no route produces any more (or
+    /// whose route changed its upstream, headers, replay size or id stamping) are
+    /// closed, and their clients get `retry` + jitter and an end of stream. Every
+    /// other source keeps its upstream connection, ring and clients. New upstream
+    /// settings apply to sources started from now on.
+    pub fn reconfigure(&self, config: &Config, retry: Duration, jitter: Duration) -> usize {
+        *self
+            .inner
+            .upstream
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = UpstreamSettings::from_config(&config.upstream);
+        let wanted: Vec<SourceSpec> = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                // Values don't matter for the comparison: template, headers and
+                // settings do. Fill every `{name}` with a placeholder.
+                let params: Vec<(&str, &str)> = route.path.params().map(|p| (p, "x")).collect();
+                SourceSpec::for_route(route, route.headers.iter().cloned().collect(), &params).ok()
+            })
+            .collect();
+        self.close_where(
+            |source| !wanted.iter().any(|w| w.same_source_as(&source.spec)),
+            retry,
+            jitter,
+        )
     }
 
     /// Subscribes a client to the source `spec` names, starting that source if it
@@ -210,7 +254,19 @@ impl Hub {
             entry.acquire();
             Arc::clone(entry.value())
         };
-        Ok(Subscription::new(source, options, &self.inner.metrics))
+        let backfill = match options.last_event_id {
+            Some(id) if spec.backfill && !source.ring.holds(id) => {
+                let connect = self.inner.settings().connect;
+                source.backfills.join(&source, spec, id, &connect)
+            }
+            _ => None,
+        };
+        Ok(Subscription::new(
+            source,
+            options,
+            backfill,
+            &self.inner.metrics,
+        ))
     }
 
     /// Closes every source: clients get what is queued, then the retry hint and
@@ -219,16 +275,16 @@ impl Hub {
         self.close_where(|_| true, retry, jitter)
     }
 
-    /// Closes the sources whose key matches, as [`Hub::close_all`] does.
-    pub(crate) fn close_where(
+    /// Closes the sources that match, as [`Hub::close_all`] does.
+    fn close_where(
         &self,
-        mut matches: impl FnMut(&SourceKey) -> bool,
+        mut matches: impl FnMut(&Source) -> bool,
         retry: Duration,
         jitter: Duration,
     ) -> usize {
         let mut closed = Vec::new();
-        self.inner.sources.retain(|key, source| {
-            if matches(key) {
+        self.inner.sources.retain(|_, source| {
+            if matches(source) {
                 closed.push(Arc::clone(source));
                 false
             } else {
@@ -247,7 +303,25 @@ impl Hub {
     }
 }
 
+impl UpstreamSettings {
+    fn from_config(config: &UpstreamConfig) -> Self {
+        Self {
+            connect: upstream::ConnectSettings::new(config.connect_timeout, config.max_line),
+            backoff_initial: config.backoff.initial,
+            backoff_max: config.backoff.max,
+            linger: config.linger,
+        }
+    }
+}
+
 impl HubInner {
+    pub(super) fn settings(&self) -> UpstreamSettings {
+        self.upstream
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Removes `source` if it is still the one under its key and has no clients.
     fn remove_if_idle(&self, source: &Arc<Source>) -> bool {
         self.sources

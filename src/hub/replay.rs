@@ -192,14 +192,54 @@ impl ReplayRing {
     }
 
     pub(crate) fn cursor(&self, start: Seq, queue: usize) -> Cursor {
-        let head = self.lock().head();
         let queue = queue.max(1) as u64;
-        Cursor {
+        let mut cursor = Cursor {
             next: Arc::new(AtomicU64::new(start.0)),
-            limit: queue.max(head.saturating_sub(start.0)),
+            limit: queue,
             queue,
             slot: None,
-        }
+        };
+        self.reposition(&mut cursor, start);
+        cursor
+    }
+
+    /// Moves a reader to `at`, allowing it to be as far behind as that is.
+    pub(crate) fn reposition(&self, cursor: &mut Cursor, at: Seq) {
+        let head = self.lock().head();
+        cursor.next.store(at.0, Ordering::Relaxed);
+        cursor.limit = cursor.queue.max(head.saturating_sub(at.0));
+    }
+
+    /// The oldest kept entry that has an id, with its seq.
+    pub(crate) fn oldest_id(&self) -> Option<(Seq, EventId)> {
+        self.first_id_from(Seq(0))
+    }
+
+    /// The first kept entry at or after `from` that has an id, with its seq.
+    pub(crate) fn first_id_from(&self, from: Seq) -> Option<(Seq, EventId)> {
+        let state = self.lock();
+        let skip = from.0.saturating_sub(state.first) as usize;
+        state
+            .entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find_map(|(i, e)| Some((Seq(state.first + i as u64), e.id.clone()?)))
+    }
+
+    /// Seq of the newest kept entry with this id.
+    pub(crate) fn seq_of(&self, id: &EventId) -> Option<Seq> {
+        let state = self.lock();
+        let i = state
+            .entries
+            .iter()
+            .rposition(|e| e.id.as_ref() == Some(id))?;
+        Some(Seq(state.first + i as u64))
+    }
+
+    /// Seq of the oldest kept entry.
+    pub(crate) fn first(&self) -> Seq {
+        Seq(self.lock().first)
     }
 
     /// The next entry for `cursor`, or `Pending` with the task's waker parked.
@@ -243,6 +283,14 @@ impl ReplayRing {
             }
         }
         Poll::Pending
+    }
+
+    /// Whether an entry with this id is kept.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.lock()
+            .entries
+            .iter()
+            .any(|e| e.id.as_ref().is_some_and(|e| e.as_str() == id))
     }
 
     /// Lag of a reader from outside its task: entries between it and the head, or

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, warn, Instrument};
 
+use super::backfill::Backfills;
 use super::replay::{Entry, ReplayRing};
 use super::{CloseReason, EventId, HubInner, SourceKey, SourceSpec, UpstreamSettings};
 use crate::metrics::Metrics;
@@ -21,6 +22,9 @@ use crate::upstream::{self, Backoff, UpstreamError};
 pub(crate) struct Source {
     pub(super) key: SourceKey,
     pub(super) ring: ReplayRing,
+    /// What the source was started from; reload compares it with the new routes.
+    pub(super) spec: SourceSpec,
+    pub(super) backfills: Backfills,
     clients: AtomicUsize,
     cancel: CancellationToken,
     hub: Weak<HubInner>,
@@ -30,18 +34,21 @@ pub(crate) struct Source {
 impl Source {
     /// Creates the source and starts its upstream task.
     pub(super) fn spawn(spec: SourceSpec, hub: &Arc<HubInner>) -> Arc<Self> {
+        let settings = hub.settings();
         let source = Arc::new(Self {
             key: spec.key.clone(),
             ring: ReplayRing::new(spec.replay_events),
+            spec: spec.clone(),
+            backfills: Backfills::default(),
             clients: AtomicUsize::new(0),
             cancel: CancellationToken::new(),
             hub: Arc::downgrade(hub),
-            linger: hub.upstream.linger,
+            linger: settings.linger,
         });
         let task = UpstreamTask {
             source: Arc::clone(&source),
             spec,
-            settings: hub.upstream.clone(),
+            settings,
             metrics: Arc::clone(&hub.metrics),
         };
         let span = info_span!(parent: None, "source", source.key = %source.key);

@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info};
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::drain::DrainWatch;
 use crate::hub::{self, Hub, SourceSpec, SubscribeError, SubscribeOptions};
 use crate::metrics::Metrics;
@@ -60,19 +60,81 @@ pub enum BindError {
     TlsUnsupported { index: usize, addr: SocketAddr },
 }
 
-/// What every connection reads: the routes (swapped whole on reload) and the hub.
+/// What every connection reads: the routes and drain hints (swapped whole on
+/// reload) and the hub.
 pub(crate) struct ServerState {
-    routes: RwLock<Arc<RouteTable>>,
+    current: RwLock<Arc<Current>>,
     hub: Hub,
     metrics: Arc<Metrics>,
     drain: DrainWatch,
+}
+
+/// The part of the configuration a reload replaces.
+struct Current {
+    routes: RouteTable,
     drain_retry: Duration,
     drain_jitter: Duration,
+    listen: Vec<ListenerConfig>,
+}
+
+impl Current {
+    fn new(config: &Config) -> Self {
+        Self {
+            routes: RouteTable::new(&config.routes),
+            drain_retry: config.drain.retry,
+            drain_jitter: config.drain.retry_jitter,
+            listen: config.listen.clone(),
+        }
+    }
 }
 
 impl ServerState {
-    fn routes(&self) -> Arc<RouteTable> {
-        Arc::clone(&self.routes.read().unwrap_or_else(|e| e.into_inner()))
+    fn current(&self) -> Arc<Current> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The running server, for reloads.
+#[derive(Clone)]
+pub struct Serving {
+    state: Arc<ServerState>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Sources closed because no route produces them any more (or their route's
+    /// upstream, headers, replay size or id stamping changed).
+    pub sources_closed: usize,
+    /// The new file asks for different listeners; they were kept as they are.
+    pub listeners_kept: bool,
+}
+
+impl Serving {
+    /// Applies a new, already validated configuration. New and changed routes
+    /// apply to new subscribers; clients of removed sources are drained with a
+    /// retry hint; everything else is untouched. Listener changes are not applied
+    /// (they need a restart) and are reported.
+    pub fn reload(&self, config: &Config) -> Reloaded {
+        let old = self.state.current();
+        let listeners_kept = old.listen != config.listen;
+        let mut next = Current::new(config);
+        if listeners_kept {
+            next.listen = old.listen.clone();
+        }
+        *self
+            .state
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let sources_closed =
+            self.state
+                .hub
+                .reconfigure(config, config.drain.retry, config.drain.retry_jitter);
+        Reloaded {
+            sources_closed,
+            listeners_kept,
+        }
     }
 }
 
@@ -130,14 +192,12 @@ impl Bound {
         metrics: Arc<Metrics>,
         drain: DrainWatch,
         tracker: &TaskTracker,
-    ) {
+    ) -> Serving {
         let state = Arc::new(ServerState {
-            routes: RwLock::new(Arc::new(RouteTable::new(&config.routes))),
+            current: RwLock::new(Arc::new(Current::new(config))),
             hub: hub.clone(),
             metrics,
             drain: drain.clone(),
-            drain_retry: config.drain.retry,
-            drain_jitter: config.drain.retry_jitter,
         });
         for (listener, kind) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
@@ -152,12 +212,16 @@ impl Bound {
             ));
         }
         let mut watch = drain;
-        let (retry, jitter) = (state.drain_retry, state.drain_jitter);
+        let serving = Serving {
+            state: Arc::clone(&state),
+        };
         tokio::spawn(async move {
             watch.draining().await;
-            let sources = hub.close_all(retry, jitter);
+            let current = state.current();
+            let sources = hub.close_all(current.drain_retry, current.drain_jitter);
             info!(sources, "draining client streams");
         });
+        serving
     }
 }
 
@@ -168,8 +232,8 @@ fn handle<B>(
     state: &ServerState,
     conn: &Arc<ConnShared>,
 ) -> Response<ResponseBody> {
-    let routes = state.routes();
-    let matched = match routes.find(request.uri().path()) {
+    let current = state.current();
+    let matched = match current.routes.find(request.uri().path()) {
         Ok(Some(matched)) => matched,
         Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
         Err(error) => {
@@ -192,7 +256,7 @@ fn handle<B>(
     };
     if !state.drain.is_serving() {
         // Draining: tell the client to come back (to whoever serves next).
-        let hint = hub::retry_frame(state.drain_retry + jittered(state.drain_jitter));
+        let hint = hub::retry_frame(current.drain_retry + jittered(current.drain_jitter));
         return event_stream(ResponseBody::Full(Some(hint)));
     }
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -227,7 +291,7 @@ fn handle<B>(
                 Arc::clone(&state.metrics),
                 Arc::clone(conn),
             );
-            event_stream(ResponseBody::Stream(stream))
+            event_stream(ResponseBody::Stream(Box::new(stream)))
         }
         Err(SubscribeError::Ended) => {
             let mut response = Response::new(ResponseBody::empty());

@@ -120,9 +120,6 @@ impl Body for ClientStream {
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        if let Some(gap) = this.sub.take_preamble() {
-            return Poll::Ready(Some(Ok(Frame::data(gap))));
-        }
         match this.sub.poll_next(cx) {
             Poll::Ready(Read::Entry(wire)) => {
                 this.delivered += 1;
@@ -175,7 +172,7 @@ pub(crate) fn jittered(jitter: Duration) -> Duration {
 
 /// Every response the public listener sends.
 pub(crate) enum ResponseBody {
-    Stream(ClientStream),
+    Stream(Box<ClientStream>),
     Full(Option<Bytes>),
 }
 
@@ -194,7 +191,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Self::Stream(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }

@@ -66,6 +66,8 @@ pub enum Mode {
     Raw(Vec<u8>),
     /// 200 text/event-stream, then nothing, forever.
     Stall,
+    /// 200 text/event-stream, live events only: Last-Event-ID is ignored.
+    LiveOnly,
 }
 
 #[derive(Default)]
@@ -83,6 +85,7 @@ pub struct TestUpstream {
     addr: SocketAddr,
     state: Arc<Mutex<UpstreamState>>,
     connections: Arc<AtomicUsize>,
+    hold: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -101,6 +104,7 @@ impl TestUpstream {
                 ..Default::default()
             })),
             connections: Arc::new(AtomicUsize::new(0)),
+            hold: tokio::sync::watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
         };
         up.serve(listener);
@@ -110,16 +114,23 @@ impl TestUpstream {
     fn serve(&self, listener: TcpListener) {
         let state = Arc::clone(&self.state);
         let connections = Arc::clone(&self.connections);
+        let hold = self.hold.subscribe();
         self.tasks.lock().unwrap().spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let state = Arc::clone(&state);
                 let connections = Arc::clone(&connections);
+                let hold = hold.clone();
                 conns.spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let resp = answer(&req, &state, &connections);
-                        async move { Ok::<_, Infallible>(resp) }
+                        connections.fetch_add(1, Ordering::SeqCst);
+                        let state = Arc::clone(&state);
+                        let mut hold = hold.clone();
+                        async move {
+                            let _ = hold.wait_for(|held| !held).await;
+                            Ok::<_, Infallible>(answer(&req, &state))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tcp), service)
@@ -152,6 +163,11 @@ impl TestUpstream {
     /// The Last-Event-ID of each request, in order.
     pub fn last_event_ids(&self) -> Vec<Option<String>> {
         self.state.lock().unwrap().last_event_ids.clone()
+    }
+
+    /// While held, requests are counted but not answered.
+    pub fn hold(&self, held: bool) {
+        self.hold.send_replace(held);
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -220,12 +236,7 @@ impl Drop for TestUpstream {
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-fn answer(
-    req: &Request<Incoming>,
-    state: &Arc<Mutex<UpstreamState>>,
-    connections: &AtomicUsize,
-) -> Response<UpBody> {
-    connections.fetch_add(1, Ordering::SeqCst);
+fn answer(req: &Request<Incoming>, state: &Arc<Mutex<UpstreamState>>) -> Response<UpBody> {
     let last_id = req
         .headers()
         .get("last-event-id")
@@ -268,7 +279,12 @@ fn answer(
             tx.try_send(Bytes::from(bytes.clone())).unwrap();
             s.streams.push(tx);
         }
-        Mode::Stall | Mode::ContentType(_) => s.streams.push(tx),
+        Mode::Stall => {
+            // Never sends a byte: dropped at once, so emits don't reach it.
+            drop(tx);
+            return stalled_response();
+        }
+        Mode::LiveOnly | Mode::ContentType(_) => s.streams.push(tx),
         Mode::Status(_) => unreachable!(),
     }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -279,6 +295,17 @@ fn answer(
     let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
     r.headers_mut()
         .insert("content-type", content_type.parse().unwrap());
+    r
+}
+
+/// 200 text/event-stream with a body that never yields.
+fn stalled_response() -> Response<UpBody> {
+    let body = StreamBody::new(futures_util::stream::pending::<
+        Result<Frame<Bytes>, Infallible>,
+    >());
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
     r
 }
 
@@ -368,6 +395,11 @@ impl SseReader {
 
     pub async fn resume(url: &str, last_event_id: &str) -> Self {
         Self::request(url, &[("last-event-id", last_event_id)]).await
+    }
+
+    /// `resume`, owning its arguments, for `tokio::spawn`.
+    pub async fn resume_owned(url: String, last_event_id: &'static str) -> Self {
+        Self::resume(&url, last_event_id).await
     }
 
     pub async fn request(url: &str, headers: &[(&str, &str)]) -> Self {
