@@ -125,6 +125,7 @@ async fn serve_connection(
             }
         }
     }
+    debug!("connection closed");
 }
 
 /// Ready when a blocked connection should be dropped.

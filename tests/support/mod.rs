@@ -413,19 +413,28 @@ impl SseReader {
         headers: &[(&str, &str)],
         local: Option<std::net::IpAddr>,
     ) -> Self {
+        Self::try_request(url, headers, local).await.unwrap()
+    }
+
+    /// As `request_from`, but a refused or broken connection is an `Err`.
+    pub async fn try_request(
+        url: &str,
+        headers: &[(&str, &str)],
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Self, String> {
         let uri: http::Uri = url.parse().unwrap();
         let addr: SocketAddr = uri.authority().unwrap().as_str().parse().unwrap();
         let tcp = match local {
-            None => TcpStream::connect(addr).await.unwrap(),
+            None => TcpStream::connect(addr).await.map_err(|e| e.to_string())?,
             Some(ip) => {
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
                 socket.bind(SocketAddr::new(ip, 0)).unwrap();
-                socket.connect(addr).await.unwrap()
+                socket.connect(addr).await.map_err(|e| e.to_string())?
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
         let mut req = Request::get(uri.path_and_query().unwrap().as_str())
             .header("host", addr.to_string())
@@ -438,8 +447,8 @@ impl SseReader {
             sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
         )
         .await
-        .expect("response head in time")
-        .unwrap();
+        .map_err(|_| "no response head in time".to_owned())?
+        .map_err(|e| e.to_string())?;
         let status = resp.status();
         let headers = resp.headers().clone();
         let raw = Arc::new(Mutex::new(Vec::new()));
@@ -481,14 +490,14 @@ impl SseReader {
                 })
             })
             .boxed();
-        Self {
+        Ok(Self {
             status,
             headers,
             raw,
             events,
             ended: false,
             tasks: [conn.abort_handle(), reader.abort_handle()],
-        }
+        })
     }
 
     /// The next event, `None` at the end of the stream. Panics after `PATIENCE`.
@@ -541,6 +550,78 @@ impl SseReader {
 
     pub fn ended(&self) -> bool {
         self.ended
+    }
+}
+
+/// The last `retry:` value in a raw stream, in ms.
+pub fn last_retry(raw: &str) -> Option<u64> {
+    raw.rsplit("retry: ")
+        .next()?
+        .split('\n')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A client that behaves like a browser's EventSource: on the end of a stream or a
+/// refused connection it waits the last `retry:` it was given and reconnects with
+/// `Last-Event-ID`. Every event it ever received is kept, in order.
+pub struct Reconnecting {
+    pub events: Arc<Mutex<Vec<Seen>>>,
+    pub connects: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reconnecting {
+    pub fn start(url: String, local: Option<std::net::IpAddr>) -> Self {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let connects = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (Arc::clone(&events), Arc::clone(&connects));
+        let task = tokio::spawn(async move {
+            let mut retry = Duration::from_millis(500);
+            loop {
+                let last: Option<String> = seen.lock().unwrap().last().map(|e: &Seen| e.id.clone());
+                let headers: Vec<(&str, &str)> = last
+                    .iter()
+                    .map(|id| ("last-event-id", id.as_str()))
+                    .collect();
+                if let Ok(mut r) = SseReader::try_request(&url, &headers, local).await {
+                    if r.status == 200 {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        while let Ok(Some(e)) = r.next_within(Duration::from_secs(3600)).await {
+                            // A gap would be a lost event: record it so the test fails.
+                            seen.lock().unwrap().push(e);
+                        }
+                        if let Some(ms) = last_retry(&r.raw()) {
+                            retry = Duration::from_millis(ms);
+                        }
+                    }
+                }
+                tokio::time::sleep(retry).await;
+            }
+        });
+        Self {
+            events,
+            connects,
+            task,
+        }
+    }
+
+    /// Every id received, in order; a `gap` event shows as `u64::MAX`.
+    pub fn ids(&self) -> Vec<u64> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.id.parse().unwrap_or(u64::MAX))
+            .collect()
+    }
+}
+
+impl Drop for Reconnecting {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -708,6 +789,18 @@ impl GatewayProcess {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// One unlabelled series from the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let admin = self.admin.expect("admin listener");
+        let body = get(&format!("http://{admin}/metrics"), "GET")
+            .await
+            .into_body();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
     }
 
     pub fn log_text(&self) -> String {
