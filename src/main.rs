@@ -82,8 +82,14 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
             return EX_START;
         }
     };
-    admin.serve(Arc::clone(&metrics), drain.watch());
-    let serving = bound.serve(&config, hub, metrics, drain.watch(), &drain.tracker());
+    admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
+    let serving = bound.serve(
+        &config,
+        hub.clone(),
+        metrics,
+        drain.watch(),
+        &drain.tracker(),
+    );
 
     let mut deadline = config.drain.deadline;
     loop {

@@ -11,9 +11,11 @@ mod replay;
 mod source;
 mod subscription;
 
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use std::time::SystemTime;
 
 use dashmap::DashMap;
 use http::{HeaderName, HeaderValue};
@@ -24,6 +26,7 @@ use crate::upstream;
 
 pub(crate) use replay::Read;
 use source::Source;
+pub use source::UpstreamState;
 pub(crate) use subscription::{LagProbe, Subscription};
 
 /// One upstream subscription's identity: the upstream URL after template
@@ -87,6 +90,8 @@ pub(crate) struct SourceSpec {
     /// The route's upstream as configured (`http://…/{room}`); reload keeps a
     /// source only while some route still has this upstream and these settings.
     pub(crate) template: Arc<str>,
+    /// The path of the route that started the source, for status and metrics.
+    pub(crate) route: Arc<str>,
 }
 
 impl SourceSpec {
@@ -147,6 +152,7 @@ impl SourceSpec {
             assign_ids: route.assign_ids,
             backfill,
             template,
+            route: Arc::from(route.path.as_str()),
         })
     }
 }
@@ -177,6 +183,10 @@ pub struct Hub {
 
 pub(crate) struct HubInner {
     sources: DashMap<SourceKey, Arc<Source>>,
+    /// The newest upstream failures, for the status page.
+    recent: Mutex<VecDeque<Failure>>,
+    /// Configured routes, for the status page.
+    routes: RwLock<Vec<RouteStatus>>,
     /// Read when a source starts; a reload replaces it for sources started later.
     upstream: RwLock<UpstreamSettings>,
     metrics: Arc<Metrics>,
@@ -196,6 +206,8 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 sources: DashMap::new(),
+                recent: Mutex::new(VecDeque::new()),
+                routes: RwLock::new(Vec::new()),
                 upstream: RwLock::new(UpstreamSettings::from_config(config)),
                 metrics,
             }),
@@ -208,6 +220,7 @@ impl Hub {
     /// other source keeps its upstream connection, ring and clients. New upstream
     /// settings apply to sources started from now on.
     pub fn reconfigure(&self, config: &Config, retry: Duration, jitter: Duration) -> usize {
+        self.set_routes(&config.routes);
         *self
             .inner
             .upstream
@@ -301,6 +314,79 @@ impl Hub {
     pub fn source_count(&self) -> usize {
         self.inner.sources.len()
     }
+
+    /// Records the configured routes, for [`Hub::snapshot`].
+    pub fn set_routes(&self, routes: &[RouteConfig]) {
+        *self.inner.routes.write().unwrap_or_else(|e| e.into_inner()) = routes
+            .iter()
+            .map(|r| RouteStatus {
+                path: r.path.as_str().to_owned(),
+                upstream: r.upstream.to_string(),
+                clients: 0,
+            })
+            .collect();
+    }
+
+    /// What the status page shows: routes, sources and recent upstream failures.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut sources: Vec<SourceStatus> = self
+            .inner
+            .sources
+            .iter()
+            .map(|entry| {
+                let s = entry.value();
+                let (buffered, capacity) = s.ring.fill();
+                SourceStatus {
+                    key: s.key.to_string(),
+                    route: s.spec.route.to_string(),
+                    state: s.status.state(),
+                    clients: s.clients(),
+                    last_event_id: s.ring.newest_id().map(|id| id.as_str().to_owned()),
+                    buffered,
+                    capacity,
+                    events_received: s.status.received.load(std::sync::atomic::Ordering::Relaxed),
+                    reconnects: s
+                        .status
+                        .reconnects
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                    last_error: s
+                        .status
+                        .last_error
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clone(),
+                }
+            })
+            .collect();
+        sources.sort_by(|a, b| a.key.cmp(&b.key));
+        let mut routes = self
+            .inner
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for route in &mut routes {
+            route.clients = sources
+                .iter()
+                .filter(|s| s.route == route.path)
+                .map(|s| s.clients)
+                .sum();
+        }
+        let recent = self
+            .inner
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+            .cloned()
+            .collect();
+        Snapshot {
+            routes,
+            sources,
+            recent_failures: recent,
+        }
+    }
 }
 
 impl UpstreamSettings {
@@ -314,7 +400,22 @@ impl UpstreamSettings {
     }
 }
 
+/// How many upstream failures the status page remembers.
+const RECENT_FAILURES: usize = 32;
+
 impl HubInner {
+    pub(super) fn record_failure(&self, key: &SourceKey, reason: &str) {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_FAILURES {
+            recent.pop_front();
+        }
+        recent.push_back(Failure {
+            at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            source: key.to_string(),
+            reason: reason.to_owned(),
+        });
+    }
+
     pub(super) fn settings(&self) -> UpstreamSettings {
         self.upstream
             .read()
@@ -338,4 +439,42 @@ pub(crate) fn retry_frame(retry: Duration) -> bytes::Bytes {
 /// The heartbeat comment sent to an idle client; every parser ignores it.
 pub(crate) fn heartbeat_frame() -> bytes::Bytes {
     crate::sse::encode_comment("heartbeat")
+}
+
+/// The hub as the status page shows it.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Snapshot {
+    pub routes: Vec<RouteStatus>,
+    pub sources: Vec<SourceStatus>,
+    /// Newest first.
+    pub recent_failures: Vec<Failure>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RouteStatus {
+    pub path: String,
+    pub upstream: String,
+    pub clients: usize,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SourceStatus {
+    pub key: String,
+    pub route: String,
+    pub state: UpstreamState,
+    pub clients: usize,
+    pub last_event_id: Option<String>,
+    pub buffered: usize,
+    pub capacity: usize,
+    pub events_received: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+}
+
+/// One upstream disconnect or failed connect.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Failure {
+    pub at: String,
+    pub source: String,
+    pub reason: String,
 }

@@ -285,6 +285,16 @@ impl ReplayRing {
         Poll::Pending
     }
 
+    /// Entries kept now, and how many can be.
+    pub(crate) fn fill(&self) -> (usize, usize) {
+        (self.lock().entries.len(), self.capacity)
+    }
+
+    /// The newest kept id: what a client at the head would resume from.
+    pub(crate) fn newest_id(&self) -> Option<EventId> {
+        self.lock().entries.iter().rev().find_map(|e| e.id.clone())
+    }
+
     /// Whether an entry with this id is kept.
     pub(crate) fn holds(&self, id: &str) -> bool {
         self.lock()

@@ -193,6 +193,7 @@ impl Bound {
         drain: DrainWatch,
         tracker: &TaskTracker,
     ) -> Serving {
+        hub.set_routes(&config.routes);
         let state = Arc::new(ServerState {
             current: RwLock::new(Arc::new(Current::new(config))),
             hub: hub.clone(),
