@@ -85,8 +85,8 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
     admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
     let serving = bound.serve(
         &config,
-        hub.clone(),
-        metrics,
+        hub,
+        Arc::clone(&metrics),
         drain.watch(),
         &drain.tracker(),
     );
@@ -97,6 +97,7 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
             Signal::Terminate => break,
             Signal::Reload => match Config::load(&config.file, overrides) {
                 Ok(new) => {
+                    metrics.reload(true);
                     let reloaded = serving.reload(&new);
                     if reloaded.listeners_kept {
                         warn!("reload: listener addresses changed; they apply after a restart");
@@ -109,6 +110,7 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
                     );
                 }
                 Err(error) => {
+                    metrics.reload(false);
                     warn!(error = %error, "reload rejected; the running configuration stays")
                 }
             },

@@ -88,7 +88,7 @@ fn answer<B>(request: &Request<B>, view: &Arc<View>) -> Response<AdminBody> {
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         "/metrics" => full(
             StatusCode::OK,
-            Bytes::from(view.metrics().encode()),
+            Bytes::from(view.metrics_text()),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
         "/status.json" => full(StatusCode::OK, Bytes::from(view.json()), "application/json"),

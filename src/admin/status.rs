@@ -17,7 +17,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use crate::drain::DrainWatch;
 use crate::hub::{Hub, Snapshot};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteLabel, RouteStateLabel, StateSeries};
 
 /// How often `/status/events` sends a fresh document.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -70,8 +70,33 @@ impl View {
         self.drain.is_serving()
     }
 
-    pub(super) fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// `/metrics`: the series, plus those derived from the hub's state now.
+    pub(super) fn metrics_text(&self) -> String {
+        let snapshot = self.hub.snapshot();
+        let state = StateSeries::default();
+        for source in &snapshot.sources {
+            let route = RouteLabel {
+                route: source.route.clone(),
+            };
+            state
+                .sources
+                .get_or_create(&RouteStateLabel {
+                    route: source.route.clone(),
+                    state: source.state.as_str().to_owned(),
+                })
+                .inc();
+            state.replay_buffered.get_or_create(&route).inc_by(source.buffered as i64);
+            state.replay_capacity.get_or_create(&route).inc_by(source.capacity as i64);
+        }
+        for route in &snapshot.routes {
+            state
+                .route_clients
+                .get_or_create(&RouteLabel {
+                    route: route.path.clone(),
+                })
+                .set(route.clients as i64);
+        }
+        self.metrics.encode_with(&state)
     }
 
     pub(super) fn json(&self) -> String {

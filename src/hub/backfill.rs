@@ -226,6 +226,7 @@ mod tests {
                 Entry {
                     id: Some(EventId::from(*id)),
                     wire: Bytes::from(format!("id: {id}\n\n")),
+                    received: tokio::time::Instant::now(),
                 },
                 &mut spare,
             );
@@ -270,6 +271,7 @@ mod tests {
         let entry = |id: &str| Entry {
             id: Some(EventId::from(id)),
             wire: Bytes::from(id.to_owned()),
+            received: tokio::time::Instant::now(),
         };
         for id in ["5", "6", "7"] {
             ring.push(entry(id), &mut spare);
@@ -289,6 +291,7 @@ mod tests {
         let entry = |id: &str| Entry {
             id: Some(EventId::from(id)),
             wire: Bytes::from(id.to_owned()),
+            received: tokio::time::Instant::now(),
         };
         for id in ["5", "6"] {
             ring.push(entry(id), &mut spare);
@@ -320,6 +323,7 @@ mod tests {
                 Entry {
                     id: Some(EventId::from(id)),
                     wire: Bytes::from(id),
+                    received: tokio::time::Instant::now(),
                 },
                 &mut spare,
             );

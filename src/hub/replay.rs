@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::{CloseReason, EventId, Seq};
 
@@ -23,12 +24,34 @@ use super::{CloseReason, EventId, Seq};
 pub(crate) struct Entry {
     pub(crate) id: Option<EventId>,
     pub(crate) wire: Bytes,
+    /// When the upstream task received it, for the delivery latency histogram.
+    pub(crate) received: Instant,
+}
+
+/// One frame for a client, with what the metrics want to know about it.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) wire: Bytes,
+    /// When the event reached the gateway (`None` for frames it made itself).
+    pub(crate) received: Option<Instant>,
+    /// Entries still waiting after this one.
+    pub(crate) behind: u64,
+}
+
+impl Delivery {
+    pub(crate) fn made_here(wire: Bytes) -> Self {
+        Self {
+            wire,
+            received: None,
+            behind: 0,
+        }
+    }
 }
 
 /// What a reader gets from the ring.
 #[derive(Debug)]
 pub(crate) enum Read {
-    Entry(Bytes),
+    Entry(Delivery),
     Lagged,
     Closed(CloseReason),
 }
@@ -251,9 +274,14 @@ impl ReplayRing {
             return Poll::Ready(Read::Lagged);
         }
         if next < head {
-            let wire = state.entries[(next - state.first) as usize].wire.clone();
+            let entry = &state.entries[(next - state.first) as usize];
+            let delivery = Delivery {
+                wire: entry.wire.clone(),
+                received: Some(entry.received),
+                behind: head - next - 1,
+            };
             cursor.next.store(next + 1, Ordering::Relaxed);
-            return Poll::Ready(Read::Entry(wire));
+            return Poll::Ready(Read::Entry(delivery));
         }
         cursor.limit = cursor.queue;
         if let Some(reason) = state.closed {
@@ -338,14 +366,15 @@ mod tests {
         Entry {
             id: Some(EventId::from(id)),
             wire: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            received: Instant::now(),
         }
     }
 
     fn read_all(ring: &ReplayRing, cursor: &mut Cursor) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        while let Poll::Ready(Read::Entry(b)) = ring.poll_read(cursor, &mut cx) {
-            out.push(String::from_utf8(b.to_vec()).unwrap());
+        while let Poll::Ready(Read::Entry(d)) = ring.poll_read(cursor, &mut cx) {
+            out.push(String::from_utf8(d.wire.to_vec()).unwrap());
         }
         out
     }

@@ -39,6 +39,17 @@ pub(super) struct Status {
     pub(super) last_error: Mutex<Option<String>>,
 }
 
+impl UpstreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamState::Connecting => "connecting",
+            UpstreamState::Connected => "connected",
+            UpstreamState::Backoff => "backoff",
+            UpstreamState::Ended => "ended",
+        }
+    }
+}
+
 impl Status {
     fn set(&self, state: UpstreamState) {
         self.state.store(state as u8, Ordering::Relaxed);
@@ -282,6 +293,7 @@ fn encode(mut event: Event, stamper: Option<&mut IdStamper>) -> Entry {
     Entry {
         id: event.id.as_deref().map(EventId::from),
         wire: event.encode(),
+        received: tokio::time::Instant::now(),
     }
 }
 

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 
 use super::backfill::{Outcome, Waiter};
-use super::replay::{Cursor, Read};
+use super::replay::{Cursor, Delivery, Read};
 use super::source::Source;
 use super::{SourceKey, SubscribeOptions};
 use crate::metrics::Metrics;
@@ -131,12 +131,12 @@ impl Subscription {
             }
         }
         if let Some(gap) = self.preamble.take() {
-            return Poll::Ready(Read::Entry(gap));
+            return Poll::Ready(Read::Entry(Delivery::made_here(gap)));
         }
         if let Some((events, next)) = &mut self.fetched {
             if let Some(wire) = events.get(*next) {
                 *next += 1;
-                return Poll::Ready(Read::Entry(wire.clone()));
+                return Poll::Ready(Read::Entry(Delivery::made_here(wire.clone())));
             }
             self.fetched = None;
         }

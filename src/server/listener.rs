@@ -79,7 +79,9 @@ async fn serve_connection(
     mut drain: DrainWatch,
 ) {
     let _ = tcp.set_nodelay(true);
-    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let metrics = Arc::clone(&state.metrics);
+    metrics.connections.inc();
+    let shared = Arc::new(ConnShared::new(Arc::clone(&metrics)));
     let io = TokioIo::new(WatchedIo {
         inner: tcp,
         shared: Arc::clone(&shared),
@@ -125,6 +127,7 @@ async fn serve_connection(
             }
         }
     }
+    metrics.connections.dec();
     debug!("connection closed");
 }
 

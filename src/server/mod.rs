@@ -218,6 +218,7 @@ impl Bound {
         };
         tokio::spawn(async move {
             watch.draining().await;
+            state.metrics.set_draining();
             let current = state.current();
             let sources = hub.close_all(current.drain_retry, current.drain_jitter);
             info!(sources, "draining client streams");
@@ -291,6 +292,7 @@ fn handle<B>(
                 route.config.heartbeat,
                 Arc::clone(&state.metrics),
                 Arc::clone(conn),
+                request.version() == http::Version::HTTP_2,
             );
             event_stream(ResponseBody::Stream(Box::new(stream)))
         }

@@ -35,8 +35,12 @@ pub(crate) struct ClientStream {
     last_write: Instant,
     wrote: bool,
     lag_retry: Duration,
-    /// Deliveries not yet added to the counter: counted per batch, not per event.
+    /// Deliveries and bytes not yet added to the counters: counted per batch, not
+    /// per event.
     delivered: u64,
+    bytes: u64,
+    in_batch: bool,
+    h2: bool,
     metrics: Arc<Metrics>,
     conn: Arc<ConnShared>,
 }
@@ -48,8 +52,14 @@ impl ClientStream {
         heartbeat: Duration,
         metrics: Arc<Metrics>,
         conn: Arc<ConnShared>,
+        h2: bool,
     ) -> Self {
         conn.watch_stream(sub.probe());
+        if h2 {
+            metrics.streams_h2.inc();
+        } else {
+            metrics.streams_h1.inc();
+        }
         let now = Instant::now();
         Self {
             sub,
@@ -61,6 +71,9 @@ impl ClientStream {
             wrote: false,
             lag_retry: client_retry,
             delivered: 0,
+            bytes: 0,
+            in_batch: false,
+            h2,
             metrics,
             conn,
         }
@@ -69,7 +82,9 @@ impl ClientStream {
     fn flush_count(&mut self) {
         if self.delivered > 0 {
             self.metrics.events_delivered.inc_by(self.delivered);
+            self.metrics.bytes_out.inc_by(self.bytes);
             self.delivered = 0;
+            self.bytes = 0;
         }
     }
 
@@ -121,10 +136,20 @@ impl Body for ClientStream {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
         match this.sub.poll_next(cx) {
-            Poll::Ready(Read::Entry(wire)) => {
+            Poll::Ready(Read::Entry(delivery)) => {
+                if !this.in_batch {
+                    // First write of a batch: what was waiting, and for how long.
+                    this.in_batch = true;
+                    this.metrics.client_lag.observe((delivery.behind + 1) as f64);
+                    if let Some(received) = delivery.received {
+                        let latency = received.elapsed().as_secs_f64();
+                        this.metrics.delivery_latency.observe(latency);
+                    }
+                }
                 this.delivered += 1;
+                this.bytes += delivery.wire.len() as u64;
                 this.wrote = true;
-                Poll::Ready(Some(Ok(Frame::data(wire))))
+                Poll::Ready(Some(Ok(Frame::data(delivery.wire))))
             }
             Poll::Ready(Read::Lagged) => {
                 this.metrics.clients_lagged.inc();
@@ -139,6 +164,7 @@ impl Body for ClientStream {
                 this.finish(Some(hint))
             }
             Poll::Pending => {
+                this.in_batch = false;
                 this.flush_count();
                 match this.poll_heartbeat(cx) {
                     Poll::Ready(beat) => Poll::Ready(Some(Ok(Frame::data(beat)))),
@@ -157,6 +183,11 @@ impl Drop for ClientStream {
     fn drop(&mut self) {
         self.flush_count();
         self.conn.stream_finished();
+        if self.h2 {
+            self.metrics.streams_h2.dec();
+        } else {
+            self.metrics.streams_h1.dec();
+        }
     }
 }
 
