@@ -260,7 +260,10 @@ mod tests {
         m.events_received.inc_by(3);
         m.clients.set(2);
         let text = m.encode();
-        assert!(text.contains("sse_gateway_events_received_total 3"), "{text}");
+        assert!(
+            text.contains("sse_gateway_events_received_total 3"),
+            "{text}"
+        );
         assert!(text.contains("sse_gateway_clients 2"), "{text}");
         for name in [
             "sse_gateway_upstream_connections",

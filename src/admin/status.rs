@@ -85,8 +85,14 @@ impl View {
                     state: source.state.as_str().to_owned(),
                 })
                 .inc();
-            state.replay_buffered.get_or_create(&route).inc_by(source.buffered as i64);
-            state.replay_capacity.get_or_create(&route).inc_by(source.capacity as i64);
+            state
+                .replay_buffered
+                .get_or_create(&route)
+                .inc_by(source.buffered as i64);
+            state
+                .replay_capacity
+                .get_or_create(&route)
+                .inc_by(source.capacity as i64);
         }
         for route in &snapshot.routes {
             state

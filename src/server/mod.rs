@@ -18,7 +18,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info};
+use tracing::{debug, debug_span, error, info};
 
 use crate::config::{Config, ListenerConfig};
 use crate::drain::DrainWatch;
@@ -279,13 +279,14 @@ fn handle<B>(
     };
     match state.hub.subscribe(&spec, options) {
         Ok(subscription) => {
-            debug!(
-                client.addr = %peer,
+            // One span per client stream; a disabled level makes it free.
+            let span = debug_span!(
+                "stream",
                 route = %route.config.path.as_str(),
                 source.key = %subscription.key(),
-                last_event_id = ?last_event_id,
-                "client subscribed"
+                protocol = ?request.version(),
             );
+            debug!(parent: &span, client.addr = %peer, last_event_id = ?last_event_id, "client subscribed");
             let stream = ClientStream::new(
                 subscription,
                 route.config.client.retry,
@@ -293,6 +294,7 @@ fn handle<B>(
                 Arc::clone(&state.metrics),
                 Arc::clone(conn),
                 request.version() == http::Version::HTTP_2,
+                span,
             );
             event_stream(ResponseBody::Stream(Box::new(stream)))
         }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tracing::debug;
+use tracing::{debug, Span};
 
 use super::listener::ConnShared;
 use crate::hub::{self, CloseReason, Read, Subscription};
@@ -41,6 +41,9 @@ pub(crate) struct ClientStream {
     bytes: u64,
     in_batch: bool,
     h2: bool,
+    span: Span,
+    /// Deliveries over the stream's life, for its closing log line.
+    total: u64,
     metrics: Arc<Metrics>,
     conn: Arc<ConnShared>,
 }
@@ -53,6 +56,7 @@ impl ClientStream {
         metrics: Arc<Metrics>,
         conn: Arc<ConnShared>,
         h2: bool,
+        span: Span,
     ) -> Self {
         conn.watch_stream(sub.probe());
         if h2 {
@@ -74,6 +78,8 @@ impl ClientStream {
             bytes: 0,
             in_batch: false,
             h2,
+            span,
+            total: 0,
             metrics,
             conn,
         }
@@ -81,6 +87,7 @@ impl ClientStream {
 
     fn flush_count(&mut self) {
         if self.delivered > 0 {
+            self.total += self.delivered;
             self.metrics.events_delivered.inc_by(self.delivered);
             self.metrics.bytes_out.inc_by(self.bytes);
             self.delivered = 0;
@@ -140,7 +147,9 @@ impl Body for ClientStream {
                 if !this.in_batch {
                     // First write of a batch: what was waiting, and for how long.
                     this.in_batch = true;
-                    this.metrics.client_lag.observe((delivery.behind + 1) as f64);
+                    this.metrics
+                        .client_lag
+                        .observe((delivery.behind + 1) as f64);
                     if let Some(received) = delivery.received {
                         let latency = received.elapsed().as_secs_f64();
                         this.metrics.delivery_latency.observe(latency);
@@ -153,7 +162,7 @@ impl Body for ClientStream {
             }
             Poll::Ready(Read::Lagged) => {
                 this.metrics.clients_lagged.inc();
-                debug!(source.key = %this.sub.key(), "client lagged; cut loose");
+                debug!(parent: &this.span, "client lagged; cut loose");
                 this.conn.mark_lagged();
                 let hint = hub::retry_frame(this.lag_retry);
                 this.finish(Some(hint))
@@ -182,6 +191,7 @@ impl Body for ClientStream {
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.flush_count();
+        debug!(parent: &self.span, delivered = self.total, "client left");
         self.conn.stream_finished();
         if self.h2 {
             self.metrics.streams_h2.dec();

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use sse_gateway::admin::Admin;
 use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::Drain;
 use sse_gateway::hub::Hub;
@@ -314,6 +315,7 @@ fn stalled_response() -> Response<UpBody> {
 /// A gateway running in this test's runtime, on ports the OS picked.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub drain: Drain,
@@ -337,6 +339,9 @@ pub async fn spawn_gateway(yaml: &str) -> TestGateway {
     let drain = Drain::new();
     let bound = Server::bind(&config).await.unwrap();
     let addr = bound.local_addrs()[0];
+    let admin = Admin::bind(config.admin.addr).await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
     bound.serve(
         &config,
         hub.clone(),
@@ -346,6 +351,7 @@ pub async fn spawn_gateway(yaml: &str) -> TestGateway {
     );
     TestGateway {
         addr,
+        admin: admin_addr,
         metrics,
         hub,
         drain,
@@ -720,7 +726,18 @@ impl GatewayProcess {
     }
 
     pub fn start_with(config: &Path, base_args: &[&str], extra_args: &[&str]) -> Self {
+        Self::start_env(config, base_args, extra_args, &[])
+    }
+
+    /// As `start_with`, with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_env(
+        config: &Path,
+        base_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .args(base_args)
@@ -837,4 +854,158 @@ pub fn metric(metrics: &Metrics, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+// === Prometheus text, read strictly ===
+
+/// One sample of an exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses Prometheus/OpenMetrics text strictly: every line is a HELP, TYPE or UNIT
+/// comment, a sample of a declared family, or the final `# EOF`. Panics on anything
+/// else, naming the line.
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "content after # EOF: {line:?}");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (
+                parts.next().unwrap(),
+                parts.next().expect("comment names a family"),
+            );
+            assert!(valid_name(name), "bad family name in {line:?}");
+            match kind {
+                "HELP" | "UNIT" => {}
+                "TYPE" => {
+                    let ty = parts.next().expect("TYPE has a type");
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&ty),
+                        "bad type in {line:?}"
+                    );
+                    families.push((name.to_owned(), ty.to_owned()));
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (head, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let mut labels = Vec::new();
+                for pair in split_labels(body) {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(valid_name(k), "bad label name in {line:?}");
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or_else(|| panic!("unquoted label value in {line:?}"));
+                    labels.push((k.to_owned(), v.to_owned()));
+                }
+                (name, labels)
+            }
+        };
+        assert!(valid_name(name), "bad sample name in {line:?}");
+        let declared = families.iter().any(|(family, ty)| {
+            let suffixes: &[&str] = match ty.as_str() {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|s| name == format!("{family}{s}"))
+        });
+        assert!(declared, "sample of an undeclared family: {line:?}");
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    assert!(saw_eof, "no # EOF at the end");
+    samples
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Splits `a="x",b="y,z"` on the commas between pairs.
+fn split_labels(body: &str) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < body.len() {
+        out.push(&body[start..]);
+    }
+    out
+}
+
+/// The value of the sample with this name and these labels (all of them).
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+}
+
+/// GET the admin listener's /metrics and parse it strictly.
+pub async fn scrape(admin: SocketAddr) -> Vec<Sample> {
+    let resp = get(&format!("http://{admin}/metrics"), "GET").await;
+    assert_eq!(resp.status(), 200);
+    parse_exposition(&String::from_utf8_lossy(resp.body()))
 }
