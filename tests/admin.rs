@@ -18,7 +18,7 @@ async fn metrics_parse_strictly_and_match_what_really_happened() {
     for _ in 0..5 {
         readers.push(SseReader::get(&gw.url("/events")).await);
     }
-    let mut rooms = vec![
+    let mut rooms = [
         SseReader::get(&gw.url("/rooms/a")).await,
         SseReader::get(&gw.url("/rooms/b")).await,
     ];
