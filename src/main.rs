@@ -12,7 +12,7 @@ use sse_gateway::config::Config;
 use sse_gateway::drain::{Drain, Signal, Signals};
 use sse_gateway::hub::Hub;
 use sse_gateway::metrics::Metrics;
-use sse_gateway::server::Server;
+use sse_gateway::server::{self, Server};
 use sse_gateway::telemetry;
 
 /// Exit code for a bad configuration (and `--check` failures).
@@ -29,6 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Like `nginx -t`, the certificates are part of the configuration: read them
+    // before anything starts, so a bad one is the same exit 2 as a bad key.
+    if let Err(error) = server::check_tls(&config.listen) {
+        eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
     if args.check {
         // `--check` prints its summary for a person to read: stdout is the point.
         #[allow(clippy::print_stdout)]
@@ -72,9 +78,14 @@ async fn run(config: Config) -> u8 {
         Ok(bound) => bound,
         Err(error) => {
             error!(error = %error_chain(&error), "cannot start");
-            return EX_START;
+            return if error.is_config() {
+                EX_CONFIG
+            } else {
+                EX_START
+            };
         }
     };
+    let tls = bound.tls_reload();
     let admin = match Admin::bind(config.admin.addr).await {
         Ok(admin) => admin,
         Err(error) => {
@@ -89,8 +100,19 @@ async fn run(config: Config) -> u8 {
         match signals.recv().await {
             Signal::Terminate => break,
             Signal::Reload => match Config::load(&config.file, &Default::default()) {
-                Ok(_) => warn!("SIGHUP: the file is valid, but applying a reload needs a restart in this version"),
-                Err(error) => warn!(error = %error, "SIGHUP: configuration rejected; keeping the running one"),
+                Ok(new) => {
+                    match tls.reload_tls(&new.listen) {
+                        Ok(0) => {}
+                        Ok(listeners) => info!(listeners, "SIGHUP: tls certificates reloaded"),
+                        Err(error) => {
+                            warn!(error = %error_chain(&error), "SIGHUP: tls certificates rejected; keeping the running ones")
+                        }
+                    }
+                    warn!("SIGHUP: the file is valid, but applying a reload needs a restart in this version")
+                }
+                Err(error) => {
+                    warn!(error = %error, "SIGHUP: configuration rejected; keeping the running one")
+                }
             },
         }
     }

@@ -1,7 +1,9 @@
 //! Accept loops and per-connection tasks.
 //!
-//! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1, or
-//! HTTP/2 by prior knowledge) in a task tracked by the drain. The task also watches
+//! Each accepted connection is served by hyper-util's auto builder in a task tracked
+//! by the drain: on a plain listener HTTP/1.1, or HTTP/2 by prior knowledge (h2c);
+//! on a TLS listener, after a handshake bounded by [`HANDSHAKE_TIMEOUT`], whichever
+//! protocol ALPN chose (HTTP/1.1 when the client offered none). The task also watches
 //! for a stalled peer: hyper stops polling a response body whose socket is full,
 //! so a client that stops reading can't be noticed from inside its stream. The
 //! connection's I/O records when writes block; while blocked, the task checks the
@@ -27,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::tls::{TlsAcceptor, ALPN_H2, HANDSHAKE_TIMEOUT};
 use super::{handle, ListenerKind, ServerState};
 use crate::drain::DrainWatch;
 use crate::hub::LagProbe;
@@ -44,6 +47,7 @@ static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 pub(super) async fn accept_loop(
     listener: TcpListener,
     kind: ListenerKind,
+    tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
     tracker: TaskTracker,
@@ -57,7 +61,8 @@ pub(super) async fn accept_loop(
             Ok((tcp, peer)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
-                let conn = serve_connection(tcp, peer, Arc::clone(&state), drain.clone());
+                let conn =
+                    serve_connection(tcp, peer, tls.clone(), Arc::clone(&state), drain.clone());
                 tracker.spawn(conn.instrument(span));
             }
             Err(error) => {
@@ -72,16 +77,60 @@ pub(super) async fn accept_loop(
     drop(listener);
 }
 
+/// Which HTTP versions a connection may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Plain TCP: HTTP/1.1, or HTTP/2 if the client opens with its preface (h2c).
+    Auto,
+    /// TLS with ALPN `http/1.1` or no ALPN.
+    Http1,
+    /// TLS with ALPN `h2`.
+    Http2,
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return serve_io(tcp, Protocol::Auto, peer, state, drain).await;
+    };
+    // The handshake runs in the connection's own task, so a slow one never holds up
+    // the accept loop; the timeout bounds how long it can hold a connection.
+    let handshake = tokio::select! {
+        _ = drain.draining() => return,
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(ALPN_H2) => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            debug!(protocol = ?protocol, "tls handshake done");
+            serve_io(stream, protocol, peer, state, drain).await;
+        }
+        Ok(Err(error)) => debug!(error = %error, "tls handshake failed"),
+        Err(_) => debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    protocol: Protocol,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
     let io = TokioIo::new(WatchedIo {
-        inner: tcp,
+        inner: io,
         shared: Arc::clone(&shared),
     });
     let service = {
@@ -92,6 +141,11 @@ async fn serve_connection(
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match protocol {
+        Protocol::Auto => builder,
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -219,20 +273,21 @@ impl ConnShared {
     }
 }
 
-/// The TCP stream, recording whether writes are blocked.
-struct WatchedIo {
-    inner: TcpStream,
+/// The connection's stream (TCP, or TLS over TCP), recording whether writes are
+/// blocked.
+struct WatchedIo<I> {
+    inner: I,
     shared: Arc<ConnShared>,
 }
 
-impl WatchedIo {
+impl<I> WatchedIo<I> {
     fn record<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.shared.note_write(poll.is_pending());
         poll
     }
 }
 
-impl AsyncRead for WatchedIo {
+impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -242,7 +297,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -268,7 +323,11 @@ impl AsyncWrite for WatchedIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        // hyper flushes only after its writes went through; a flush that can't finish
+        // (TLS records still queued for a full socket) is as blocked as a write.
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.record(poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

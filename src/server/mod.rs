@@ -5,6 +5,7 @@
 mod listener;
 mod routes;
 mod stream;
+mod tls;
 
 use std::fmt;
 use std::io;
@@ -27,6 +28,8 @@ use crate::metrics::Metrics;
 use listener::ConnShared;
 use routes::RouteTable;
 use stream::{jittered, ClientStream, ResponseBody};
+pub use tls::{check as check_tls, TlsError, TlsReload};
+use tls::{Reloadable, TlsAcceptor};
 
 /// Longest `Last-Event-ID` accepted; longer ones are refused with 400.
 const MAX_LAST_EVENT_ID: usize = 1024;
@@ -56,8 +59,16 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
-    #[error("listen[{index}] ({addr}): tls listeners are not supported by this build yet")]
-    TlsUnsupported { index: usize, addr: SocketAddr },
+    /// A TLS listener's certificate or key can't be used: a config error.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl BindError {
+    /// Whether the configuration is at fault (exit 2) rather than the system.
+    pub fn is_config(&self) -> bool {
+        matches!(self, BindError::Tls(_))
+    }
 }
 
 /// What every connection reads: the routes (swapped whole on reload) and the hub.
@@ -78,7 +89,8 @@ impl ServerState {
 
 /// The public listeners, bound but not yet serving.
 pub struct Bound {
-    listeners: Vec<(TcpListener, ListenerKind)>,
+    listeners: Vec<(TcpListener, ListenerKind, Option<TlsAcceptor>)>,
+    tls: TlsReload,
 }
 
 pub struct Server;
@@ -87,16 +99,26 @@ impl Server {
     /// Binds every configured public listener.
     ///
     /// # Errors
-    /// The first address that cannot be bound.
+    /// The first address that cannot be bound, or the first TLS listener whose
+    /// certificate or key can't be used.
     pub async fn bind(config: &Config) -> Result<Bound, BindError> {
         let mut listeners = Vec::new();
+        let mut reloadable = Vec::new();
         for (index, listen) in config.listen.iter().enumerate() {
-            if listen.tls.is_some() {
-                return Err(BindError::TlsUnsupported {
-                    index,
-                    addr: listen.addr,
-                });
-            }
+            // Certificates first: a bad file fails before any port is taken.
+            let tls = match &listen.tls {
+                Some(files) => {
+                    let acceptor = TlsAcceptor::new(tls::server_config(index, files)?);
+                    reloadable.push(Reloadable::new(
+                        index,
+                        listen.addr,
+                        files.clone(),
+                        acceptor.clone(),
+                    ));
+                    Some(acceptor)
+                }
+                None => None,
+            };
             let listener =
                 TcpListener::bind(listen.addr)
                     .await
@@ -104,9 +126,12 @@ impl Server {
                         addr: listen.addr,
                         source,
                     })?;
-            listeners.push((listener, ListenerKind::Public));
+            listeners.push((listener, ListenerKind::Public, tls));
         }
-        Ok(Bound { listeners })
+        Ok(Bound {
+            listeners,
+            tls: TlsReload::new(reloadable),
+        })
     }
 }
 
@@ -115,8 +140,14 @@ impl Bound {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|(l, _, _)| l.local_addr().ok())
             .collect()
+    }
+
+    /// The handle that re-reads the TLS listeners' certificates (on SIGHUP); it
+    /// stays valid while the listeners serve.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls.clone()
     }
 
     /// Serves until the drain starts. Every connection task is spawned on
@@ -139,13 +170,14 @@ impl Bound {
             drain_retry: config.drain.retry,
             drain_jitter: config.drain.retry_jitter,
         });
-        for (listener, kind) in self.listeners {
+        for (listener, kind, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                info!(addr = %addr, kind = %kind, "listening");
+                info!(addr = %addr, kind = %kind, tls = tls.is_some(), "listening");
             }
             tracker.spawn(listener::accept_loop(
                 listener,
                 kind,
+                tls,
                 Arc::clone(&state),
                 drain.clone(),
                 tracker.clone(),
