@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -29,18 +29,27 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::h2::{current_stream, StreamExecutor};
+use super::stream::ResponseBody;
 use super::tls::{TlsAcceptor, ALPN_H2, HANDSHAKE_TIMEOUT};
 use super::{handle, ListenerKind, ServerState};
 use crate::drain::DrainWatch;
 use crate::hub::LagProbe;
 use crate::metrics::Metrics;
 
-/// How often a blocked connection's lag is checked.
-const STALL_CHECK: Duration = Duration::from_secs(1);
-/// A connection whose writes have been blocked this long is dropped regardless.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often a blocked connection's (or a stalled HTTP/2 stream's) lag is checked.
+pub(super) const STALL_CHECK: Duration = Duration::from_secs(1);
+/// A connection whose writes have been blocked this long is dropped regardless (an
+/// HTTP/2 stream, once its body has gone unpolled this long past a heartbeat).
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time allowed for a request head to arrive (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 streams one connection may have open at once.
+const H2_MAX_STREAMS: u32 = 256;
+/// How often an HTTP/2 connection is pinged, and how long the ack may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -61,8 +70,14 @@ pub(super) async fn accept_loop(
             Ok((tcp, peer)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
-                let conn =
-                    serve_connection(tcp, peer, tls.clone(), Arc::clone(&state), drain.clone());
+                let conn = serve_connection(
+                    tcp,
+                    peer,
+                    tls.clone(),
+                    Arc::clone(&state),
+                    drain.clone(),
+                    tracker.clone(),
+                );
                 tracker.spawn(conn.instrument(span));
             }
             Err(error) => {
@@ -94,10 +109,12 @@ async fn serve_connection(
     tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
+    tracker: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
+    let executor = StreamExecutor::new(tracker, Arc::clone(&state.metrics));
     let Some(tls) = tls else {
-        return serve_io(tcp, Protocol::Auto, peer, state, drain).await;
+        return serve_io(tcp, Protocol::Auto, peer, state, drain, executor).await;
     };
     // The handshake runs in the connection's own task, so a slow one never holds up
     // the accept loop; the timeout bounds how long it can hold a connection.
@@ -112,7 +129,7 @@ async fn serve_connection(
                 _ => Protocol::Http1,
             };
             debug!(protocol = ?protocol, "tls handshake done");
-            serve_io(stream, protocol, peer, state, drain).await;
+            serve_io(stream, protocol, peer, state, drain, executor).await;
         }
         Ok(Err(error)) => debug!(error = %error, "tls handshake failed"),
         Err(_) => debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
@@ -125,6 +142,7 @@ async fn serve_io<I>(
     peer: SocketAddr,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
+    executor: StreamExecutor,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -136,11 +154,18 @@ async fn serve_io<I>(
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
-            let response = handle(request, peer, &state, &shared);
-            async move { Ok::<_, std::convert::Infallible>(response) }
+            let mut response = handle(request, peer, &state, &shared);
+            async move {
+                // hyper polls this future in the HTTP/2 stream's own task (where the
+                // stream's watch is set) or in the HTTP/1.1 connection's task.
+                if let ResponseBody::Stream(stream) = response.body_mut() {
+                    stream.attach(current_stream());
+                }
+                Ok::<_, std::convert::Infallible>(response)
+            }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(executor);
     builder = match protocol {
         Protocol::Auto => builder,
         Protocol::Http1 => builder.http1_only(),
@@ -151,7 +176,17 @@ async fn serve_io<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Every EventSource of a page is one stream on the same connection; allow
+        // plenty, while max_clients_per_ip bounds what one client can hold.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // A ping finds peers that vanished (a closed laptop, a dropped NAT mapping)
+        // long before TCP would, and also closes a connection whose client stopped
+        // reading altogether, since its ping ack never comes.
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT);
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut stall: Option<Pin<Box<Sleep>>> = None;
@@ -223,8 +258,8 @@ impl ConnShared {
         }
     }
 
-    /// An HTTP/1.1 stream registers its lag probe; on HTTP/2 several streams share
-    /// the connection and only the send timeout applies to the whole of it.
+    /// An HTTP/1.1 stream registers its lag probe. HTTP/2 streams have their own
+    /// watchdog (`h2::StreamWatch`); only the send timeout applies to the connection.
     pub(crate) fn watch_stream(&self, probe: LagProbe) {
         *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
         self.finished.store(false, Ordering::Relaxed);
@@ -234,8 +269,9 @@ impl ConnShared {
         self.finished.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn mark_lagged(&self) {
-        self.lagged.store(true, Ordering::Relaxed);
+    /// The stream saw its own lag; returns whether it was first (so it is counted once).
+    pub(crate) fn mark_lagged(&self) -> bool {
+        !self.lagged.swap(true, Ordering::Relaxed)
     }
 
     fn note_write(&self, blocked: bool) {

@@ -2,6 +2,7 @@
 //! them, matches each request to a route and answers it with a client stream from
 //! the hub, or with 404, 405, 400 or 204 as the contract says.
 
+mod h2;
 mod listener;
 mod routes;
 mod stream;

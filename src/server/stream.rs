@@ -22,6 +22,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
+use super::h2::StreamWatch;
 use super::listener::ConnShared;
 use crate::hub::{self, CloseReason, Read, Subscription};
 use crate::metrics::Metrics;
@@ -38,7 +39,33 @@ pub(crate) struct ClientStream {
     /// Deliveries not yet added to the counter: counted per batch, not per event.
     delivered: u64,
     metrics: Arc<Metrics>,
-    conn: Arc<ConnShared>,
+    watch: Watch,
+}
+
+/// What looks after the stream while hyper isn't polling its body.
+enum Watch {
+    /// HTTP/1.1: the connection's stall check, since its writes block once the
+    /// client stops reading.
+    Conn(Arc<ConnShared>),
+    /// HTTP/2: the stream's own watchdog, since the connection's writes don't block.
+    Stream(Arc<StreamWatch>),
+}
+
+impl Watch {
+    fn finished(&self) {
+        match self {
+            Watch::Conn(conn) => conn.stream_finished(),
+            Watch::Stream(stream) => stream.finished(),
+        }
+    }
+
+    /// Whether this is the first to see the lag (so it is counted once).
+    fn mark_lagged(&self) -> bool {
+        match self {
+            Watch::Conn(conn) => conn.mark_lagged(),
+            Watch::Stream(stream) => stream.mark_lagged(),
+        }
+    }
 }
 
 impl ClientStream {
@@ -49,7 +76,6 @@ impl ClientStream {
         metrics: Arc<Metrics>,
         conn: Arc<ConnShared>,
     ) -> Self {
-        conn.watch_stream(sub.probe());
         let now = Instant::now();
         Self {
             sub,
@@ -62,7 +88,23 @@ impl ClientStream {
             lag_retry: client_retry,
             delivered: 0,
             metrics,
-            conn,
+            watch: Watch::Conn(conn),
+        }
+    }
+
+    /// Puts the stream under watch before its body is first polled: `Some` in an
+    /// HTTP/2 stream's task (its own watchdog), `None` on HTTP/1.1 (the connection).
+    pub(crate) fn attach(&mut self, stream: Option<Arc<StreamWatch>>) {
+        match stream {
+            Some(stream) => {
+                stream.watch(self.sub.probe(), self.every);
+                self.watch = Watch::Stream(stream);
+            }
+            None => {
+                if let Watch::Conn(conn) = &self.watch {
+                    conn.watch_stream(self.sub.probe());
+                }
+            }
         }
     }
 
@@ -77,7 +119,7 @@ impl ClientStream {
     fn finish(&mut self, last: Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.done = true;
         self.flush_count();
-        self.conn.stream_finished();
+        self.watch.finished();
         Poll::Ready(last.map(|b| Ok(Frame::data(b))))
     }
 
@@ -117,6 +159,9 @@ impl Body for ClientStream {
         if this.done {
             return Poll::Ready(None);
         }
+        if let Watch::Stream(stream) = &this.watch {
+            stream.polled();
+        }
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
@@ -130,9 +175,10 @@ impl Body for ClientStream {
                 Poll::Ready(Some(Ok(Frame::data(wire))))
             }
             Poll::Ready(Read::Lagged) => {
-                this.metrics.clients_lagged.inc();
+                if this.watch.mark_lagged() {
+                    this.metrics.clients_lagged.inc();
+                }
                 debug!(source.key = %this.sub.key(), "client lagged; cut loose");
-                this.conn.mark_lagged();
                 let hint = hub::retry_frame(this.lag_retry);
                 this.finish(Some(hint))
             }
@@ -159,7 +205,7 @@ impl Body for ClientStream {
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.flush_count();
-        self.conn.stream_finished();
+        self.watch.finished();
     }
 }
 

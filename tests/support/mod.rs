@@ -173,6 +173,13 @@ impl TestUpstream {
         }
     }
 
+    /// Events `id: n` with the same `data` each.
+    pub async fn emit_numbered_with(&self, ids: impl IntoIterator<Item = u32>, data: &str) {
+        for n in ids {
+            self.emit(&n.to_string(), data).await;
+        }
+    }
+
     async fn emit_raw_kept(&self, id: &str, wire: Bytes) {
         let streams = {
             let mut s = self.state.lock().unwrap();
