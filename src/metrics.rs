@@ -19,6 +19,7 @@ pub struct Metrics {
     pub(crate) clients_lagged: Counter,
     pub(crate) resume_misses: Counter,
     pub(crate) upstream_reconnects: Counter,
+    pub(crate) limit_rejections: Counter,
     registry: Registry,
 }
 
@@ -31,6 +32,7 @@ impl Metrics {
         let clients_lagged = Counter::default();
         let resume_misses = Counter::default();
         let upstream_reconnects = Counter::default();
+        let limit_rejections = Counter::default();
 
         let mut registry = Registry::with_prefix("sse_gateway");
         registry.register("clients", "Client streams open now", clients.clone());
@@ -64,6 +66,11 @@ impl Metrics {
             "Upstream reconnect attempts",
             upstream_reconnects.clone(),
         );
+        registry.register(
+            "limit_rejections",
+            "Subscribers turned away by a client limit",
+            limit_rejections.clone(),
+        );
         Self {
             clients,
             upstream_connections,
@@ -72,6 +79,7 @@ impl Metrics {
             clients_lagged,
             resume_misses,
             upstream_reconnects,
+            limit_rejections,
             registry,
         }
     }
@@ -111,6 +119,7 @@ mod tests {
             "sse_gateway_clients_lagged_total",
             "sse_gateway_resume_misses_total",
             "sse_gateway_upstream_reconnects_total",
+            "sse_gateway_limit_rejections_total",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }

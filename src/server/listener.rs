@@ -9,17 +9,26 @@
 //! connection's I/O records when writes block; while blocked, the task checks the
 //! stream's lag once a second and drops the connection once the client is more
 //! than `client.queue` behind (or its stream has ended and the last bytes can't be
-//! written, or writes have been blocked for `SEND_TIMEOUT`).
+//! written, or writes have been blocked for `SEND_TIMEOUT`). HTTP/2 streams are
+//! watched one by one instead (see `h2`), since one stalled stream doesn't block the
+//! connection's writes.
+//!
+//! The `limits:` timeouts apply here: the request head must arrive within
+//! `header_read_timeout` and fit in `max_header_size`, and a connection with no
+//! request in flight for `idle_timeout` is shut down gracefully (an open client
+//! stream is a request in flight, so streaming connections never count as idle).
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -42,8 +51,6 @@ pub(super) const STALL_CHECK: Duration = Duration::from_secs(1);
 /// A connection whose writes have been blocked this long is dropped regardless (an
 /// HTTP/2 stream, once its body has gone unpolled this long past a heartbeat).
 pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed for a request head to arrive (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/2 streams one connection may have open at once.
 const H2_MAX_STREAMS: u32 = 256;
@@ -147,6 +154,7 @@ async fn serve_io<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let limits = state.limiter.config().clone();
     let io = TokioIo::new(WatchedIo {
         inner: io,
         shared: Arc::clone(&shared),
@@ -154,6 +162,7 @@ async fn serve_io<I>(
     let service = {
         let shared = Arc::clone(&shared);
         service_fn(move |request| {
+            let in_flight = InFlight::start(&shared);
             let mut response = handle(request, peer, &state, &shared);
             async move {
                 // hyper polls this future in the HTTP/2 stream's own task (where the
@@ -161,7 +170,10 @@ async fn serve_io<I>(
                 if let ResponseBody::Stream(stream) = response.body_mut() {
                     stream.attach(current_stream());
                 }
-                Ok::<_, std::convert::Infallible>(response)
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
             }
         })
     };
@@ -174,7 +186,11 @@ async fn serve_io<I>(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Slowloris: the head must arrive in time. On a kept-alive connection the
+        // clock also runs while waiting for the next request.
+        .header_read_timeout(limits.header_read_timeout)
+        // Bounds the request line and headers together (hyper answers 431).
+        .max_buf_size(limits.max_header_size)
         .keep_alive(true);
     builder
         .http2()
@@ -186,11 +202,13 @@ async fn serve_io<I>(
         // long before TCP would, and also closes a connection whose client stopped
         // reading altogether, since its ping ack never comes.
         .keep_alive_interval(H2_PING_INTERVAL)
-        .keep_alive_timeout(H2_PING_TIMEOUT);
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
     let mut stall: Option<Pin<Box<Sleep>>> = None;
-    let mut draining = false;
+    let mut idle = std::pin::pin!(tokio::time::sleep(limits.idle_timeout));
+    let mut shutting_down = false;
     loop {
         tokio::select! {
             // Biased: the connection is polled first, so a write that just blocked
@@ -202,11 +220,22 @@ async fn serve_io<I>(
                 }
                 break;
             }
-            _ = drain.draining(), if !draining => {
-                draining = true;
+            _ = drain.draining(), if !shutting_down => {
+                shutting_down = true;
                 // Idle keep-alive connections close; HTTP/2 gets GOAWAY. Streams end
                 // on their own through the hub.
                 conn.as_mut().graceful_shutdown();
+            }
+            () = idle.as_mut(), if !shutting_down => {
+                match shared.idle_for() {
+                    Some(idle_for) if idle_for >= limits.idle_timeout => {
+                        debug!(idle = ?idle_for, "idle connection closed");
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(idle_for) => idle.as_mut().reset(Instant::now() + (limits.idle_timeout - idle_for)),
+                    None => idle.as_mut().reset(Instant::now() + limits.idle_timeout),
+                }
             }
             () = poll_fn(|cx| poll_stall(&shared, &mut stall, cx)) => {
                 debug!("client stalled; connection dropped");
@@ -244,12 +273,18 @@ pub(crate) struct ConnShared {
     finished: AtomicBool,
     lagged: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Requests whose response is not finished (an open client stream is one).
+    in_flight: AtomicUsize,
+    /// Milliseconds since `opened` when `in_flight` last dropped to zero.
+    idle_since: AtomicU64,
 }
 
 impl ConnShared {
     fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
             opened: Instant::now(),
             blocked_since: AtomicU64::new(u64::MAX),
             probe: Mutex::new(None),
@@ -286,6 +321,15 @@ impl ConnShared {
         }
     }
 
+    /// How long no request has been in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(since))
+    }
+
     fn blocked_for(&self) -> Option<Duration> {
         let since = self.blocked_since.load(Ordering::Relaxed);
         (since != u64::MAX).then(|| {
@@ -306,6 +350,52 @@ impl ConnShared {
             self.metrics.clients_lagged.inc();
         }
         lagged
+    }
+}
+
+/// One request in flight on a connection, until its response body is dropped (fully
+/// written, or the stream reset): what keeps a connection from counting as idle.
+struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    fn start(shared: &Arc<ConnShared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        let ms = u64::try_from(shared.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.idle_since.store(ms, Ordering::Release);
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that counts as in flight until it is dropped.
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -2,7 +2,9 @@
 //! them, matches each request to a route and answers it with a client stream from
 //! the hub, or with 404, 405, 400 or 204 as the contract says.
 
+mod cors;
 mod h2;
+mod limits;
 mod listener;
 mod routes;
 mod stream;
@@ -26,6 +28,7 @@ use crate::config::Config;
 use crate::drain::DrainWatch;
 use crate::hub::{self, Hub, SourceSpec, SubscribeError, SubscribeOptions};
 use crate::metrics::Metrics;
+use limits::Limiter;
 use listener::ConnShared;
 use routes::RouteTable;
 use stream::{jittered, ClientStream, ResponseBody};
@@ -77,6 +80,7 @@ pub(crate) struct ServerState {
     routes: RwLock<Arc<RouteTable>>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    limiter: Arc<Limiter>,
     drain: DrainWatch,
     drain_retry: Duration,
     drain_jitter: Duration,
@@ -167,6 +171,7 @@ impl Bound {
             routes: RwLock::new(Arc::new(RouteTable::new(&config.routes))),
             hub: hub.clone(),
             metrics,
+            limiter: Limiter::new(config.limits.clone()),
             drain: drain.clone(),
             drain_retry: config.drain.retry,
             drain_jitter: config.drain.retry_jitter,
@@ -211,12 +216,39 @@ fn handle<B>(
         }
     };
     let (route, params) = matched;
+    let Some(cors) = &route.config.cors else {
+        return handle_route(request, route, &params, peer, state, conn);
+    };
+    let origin = request.headers().get(http::header::ORIGIN).cloned();
+    let mut response = if request.method() == Method::OPTIONS {
+        cors::preflight(cors, request.headers())
+    } else {
+        handle_route(request, route, &params, peer, state, conn)
+    };
+    cors::apply(cors, origin.as_ref(), response.headers_mut());
+    response
+}
+
+/// Answers a request for a matched route.
+fn handle_route<B>(
+    request: Request<B>,
+    route: &routes::Route,
+    params: &[(&str, String)],
+    peer: SocketAddr,
+    state: &ServerState,
+    conn: &Arc<ConnShared>,
+) -> Response<ResponseBody> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = if route.config.cors.is_some() {
+            "GET, HEAD, OPTIONS"
+        } else {
+            "GET, HEAD"
+        };
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static(allow));
         return response;
     }
     let last_event_id = match last_event_id(&request) {
@@ -239,6 +271,14 @@ fn handle<B>(
     if method == Method::HEAD {
         return event_stream(ResponseBody::empty());
     }
+    let permit = match state.limiter.acquire(route.config.path.as_str(), peer.ip()) {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            state.metrics.limit_rejections.inc();
+            debug!(client.addr = %peer, route = %route.config.path.as_str(), limit = %exceeded, "client over limit");
+            return limits::over_limit(route.config.over_limit, route.config.client.retry);
+        }
+    };
     let options = SubscribeOptions {
         last_event_id: last_event_id.as_deref(),
         gap_event: &route.config.replay.gap_event,
@@ -253,14 +293,15 @@ fn handle<B>(
                 last_event_id = ?last_event_id,
                 "client subscribed"
             );
-            let stream = ClientStream::new(
+            let mut stream = ClientStream::new(
                 subscription,
                 route.config.client.retry,
                 route.config.heartbeat,
                 Arc::clone(&state.metrics),
                 Arc::clone(conn),
             );
-            event_stream(ResponseBody::Stream(stream))
+            stream.hold(permit);
+            event_stream(ResponseBody::Stream(Box::new(stream)))
         }
         Err(SubscribeError::Ended) => {
             let mut response = Response::new(ResponseBody::empty());

@@ -23,6 +23,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::h2::StreamWatch;
+use super::limits::Permit;
 use super::listener::ConnShared;
 use crate::hub::{self, CloseReason, Read, Subscription};
 use crate::metrics::Metrics;
@@ -40,6 +41,8 @@ pub(crate) struct ClientStream {
     delivered: u64,
     metrics: Arc<Metrics>,
     watch: Watch,
+    /// The stream's slot under the client limits, given back when it ends.
+    permit: Option<Permit>,
 }
 
 /// What looks after the stream while hyper isn't polling its body.
@@ -89,7 +92,13 @@ impl ClientStream {
             delivered: 0,
             metrics,
             watch: Watch::Conn(conn),
+            permit: None,
         }
+    }
+
+    /// Keeps the stream's slot under the client limits for as long as it lives.
+    pub(crate) fn hold(&mut self, permit: Permit) {
+        self.permit = Some(permit);
     }
 
     /// Puts the stream under watch before its body is first polled: `Some` in an
@@ -221,7 +230,9 @@ pub(crate) fn jittered(jitter: Duration) -> Duration {
 
 /// Every response the public listener sends.
 pub(crate) enum ResponseBody {
-    Stream(ClientStream),
+    // Boxed: a client stream is many times the size of a short answer, and one
+    // allocation is nothing next to what a subscription costs anyway.
+    Stream(Box<ClientStream>),
     Full(Option<Bytes>),
 }
 
