@@ -305,4 +305,66 @@ mod tests {
         assert!(err.to_string().starts_with("listen[1].tls.cert: "), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
+
+    /// rcgen (on ring) writes only PKCS#8 keys; the `openssl` tool makes the PKCS#1
+    /// and SEC1 files operators commonly have. Skipped where it isn't installed.
+    #[test]
+    fn pkcs1_rsa_and_sec1_ec_keys_load() {
+        let Ok(version) = std::process::Command::new("openssl")
+            .arg("version")
+            .output()
+        else {
+            eprintln!("openssl not installed; PKCS#1 and SEC1 keys not checked");
+            return;
+        };
+        assert!(version.status.success());
+        let dir =
+            std::env::temp_dir().join(format!("sse-gateway-tls-openssl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        run(&["genrsa", "-traditional", "-out", "rsa.pem", "2048"]);
+        run(&[
+            "ecparam",
+            "-genkey",
+            "-name",
+            "prime256v1",
+            "-noout",
+            "-out",
+            "ec.pem",
+        ]);
+        for (key, label) in [("rsa", "RSA PRIVATE KEY"), ("ec", "EC PRIVATE KEY")] {
+            let key_file = dir.join(format!("{key}.pem"));
+            let text = std::fs::read_to_string(&key_file).unwrap();
+            assert!(
+                text.starts_with(&format!("-----BEGIN {label}-----")),
+                "{text}"
+            );
+            let cert = format!("{key}-cert.pem");
+            run(&[
+                "req",
+                "-x509",
+                "-key",
+                &format!("{key}.pem"),
+                "-subj",
+                "/CN=localhost",
+                "-days",
+                "1",
+                "-out",
+                &cert,
+            ]);
+            let files = TlsConfig {
+                cert: dir.join(cert),
+                key: key_file,
+            };
+            server_config(0, &files).unwrap_or_else(|e| panic!("{label}: {e:?}"));
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }
