@@ -269,3 +269,30 @@ fn a_file_without_a_key_exits_2_naming_the_key() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sighup_makes_the_running_binary_use_rotated_certificates() {
+    let ca = TestCa::new();
+    let dir = TempDir::new("tls-sighup");
+    ca.write_leaf(&dir, "server");
+    let config = dir.write(
+        "gateway.yaml",
+        "listen:\n  - addr: 127.0.0.1:0\n    tls: { cert: server.pem, key: server-key.pem }\nroutes:\n  - path: /demo\n    upstream: builtin:clock\n",
+    );
+    let gw = GatewayProcess::start_with(&config, &["--admin", "127.0.0.1:0"], &[]);
+    let before = peer_cert(&ca.connect(gw.addr, &[H1]).await);
+
+    ca.write_leaf(&dir, "server");
+    gw.signal("HUP");
+    eventually!(
+        peer_cert(&ca.connect(gw.addr, &[H1]).await) != before,
+        "new handshakes use the rotated certificate; log: {}",
+        gw.log_text()
+    );
+    // The log line is read from the child's stderr by another thread: wait for it.
+    eventually!(
+        gw.log_text().contains("tls certificates reloaded"),
+        "{}",
+        gw.log_text()
+    );
+}
