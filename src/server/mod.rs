@@ -1,6 +1,10 @@
 //! Accepts and routes: binds the public listeners, serves HTTP/1.1 and HTTP/2 on
 //! them, matches each request to a route and answers it with a client stream from
 //! the hub, or with 404, 405, 400 or 204 as the contract says.
+//!
+//! Around that: `tls` (certificates, ALPN, handshake, reload), `listener` (accept
+//! loops, connection timeouts, the HTTP/1.1 stall check), `h2` (the per-stream stall
+//! check of HTTP/2), `limits` (client caps and the over-limit answer) and `cors`.
 
 mod cors;
 mod h2;
