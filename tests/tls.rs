@@ -296,3 +296,57 @@ async fn sighup_makes_the_running_binary_use_rotated_certificates() {
         gw.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_that_stops_reading_is_cut_loose_like_a_plain_one() {
+    let upstream = TestUpstream::start().await;
+    let ca = TestCa::new();
+    let dir = TempDir::new("tls-slow");
+    ca.write_leaf(&dir, "server");
+    let yaml = format!(
+        "listen:\n  - addr: 127.0.0.1:0\n    tls: {{ cert: server.pem, key: server-key.pem }}\n{}",
+        one_route(
+            "/events",
+            &upstream.url("/events"),
+            "client: { queue: 64 }\nreplay: { events: 128 }"
+        )
+    );
+    let (gw, _, _) = spawn_gateway_file(&yaml, &dir.0.join("gateway.yaml")).await;
+
+    // Sends its request over TLS, then never reads again.
+    let mut stalled = ca.connect(gw.addr, &[H1]).await;
+    stalled
+        .write_all(b"GET /events HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = h1_sse(ca.connect(gw.addr, &[H1]).await, "/events").await;
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_clients") == 2.0,
+        "both subscribed"
+    );
+
+    // 16 KiB events: a few MiB overflow the stalled client's socket buffers.
+    let payload = "x".repeat(16 * 1024);
+    let total = 600usize;
+    let reading = tokio::spawn(async move {
+        let seen = reader.take(total).await.len();
+        (seen, reader)
+    });
+    for n in 1..=total {
+        upstream.emit(&n.to_string(), &payload).await;
+        if n % 50 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    let (seen, _reader) = reading.await.unwrap();
+    assert_eq!(seen, total, "the reading client gets every event");
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_clients_lagged_total") == 1.0,
+        "stalled tls client counted"
+    );
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_clients") == 1.0,
+        "stalled tls client's stream gone"
+    );
+    drop(stalled);
+}
