@@ -12,7 +12,7 @@ use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::{Drain, Signal, Signals};
 use sse_gateway::hub::Hub;
 use sse_gateway::metrics::Metrics;
-use sse_gateway::server::Server;
+use sse_gateway::server::{self, Server};
 use sse_gateway::telemetry;
 
 /// Exit code for a bad configuration (and `--check` failures).
@@ -29,6 +29,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Like `nginx -t`, the certificates are part of the configuration: read them
+    // before anything starts, so a bad one is the same exit 2 as a bad key.
+    if let Err(error) = server::check_tls(&config.listen) {
+        eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
     if args.check {
         // `--check` prints its summary for a person to read: stdout is the point.
         #[allow(clippy::print_stdout)]
@@ -72,9 +78,14 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
         Ok(bound) => bound,
         Err(error) => {
             error!(error = %error_chain(&error), "cannot start");
-            return EX_START;
+            return if error.is_config() {
+                EX_CONFIG
+            } else {
+                EX_START
+            };
         }
     };
+    let tls = bound.tls_reload();
     let admin = match Admin::bind(config.admin.addr).await {
         Ok(admin) => admin,
         Err(error) => {
@@ -96,19 +107,31 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
         match signals.recv().await {
             Signal::Terminate => break,
             Signal::Reload => match Config::load(&config.file, overrides) {
-                Ok(new) => {
-                    metrics.reload(true);
-                    let reloaded = serving.reload(&new);
-                    if reloaded.listeners_kept {
-                        warn!("reload: listener addresses changed; they apply after a restart");
+                // Certificates first: a listener whose new files don't load rejects
+                // the whole reload, so routes and certificates never disagree.
+                Ok(new) => match tls.reload_tls(&new.listen) {
+                    Err(error) => {
+                        metrics.reload(false);
+                        warn!(error = %error_chain(&error), "reload rejected; the running configuration stays")
                     }
-                    deadline = new.drain.deadline;
-                    info!(
-                        routes = new.routes.len(),
-                        sources_closed = reloaded.sources_closed,
-                        "configuration reloaded"
-                    );
-                }
+                    Ok(tls_listeners) => {
+                        metrics.reload(true);
+                        let reloaded = serving.reload(&new);
+                        if reloaded.listeners_kept {
+                            warn!("reload: listener addresses changed; they apply after a restart");
+                        }
+                        if reloaded.limits_kept {
+                            warn!("reload: limits changed; they apply after a restart");
+                        }
+                        deadline = new.drain.deadline;
+                        info!(
+                            routes = new.routes.len(),
+                            sources_closed = reloaded.sources_closed,
+                            tls_listeners,
+                            "configuration reloaded"
+                        );
+                    }
+                },
                 Err(error) => {
                     metrics.reload(false);
                     warn!(error = %error, "reload rejected; the running configuration stays")

@@ -38,6 +38,7 @@ pub struct Metrics {
     pub(crate) streams_h1: Gauge,
     pub(crate) streams_h2: Gauge,
     pub(crate) draining: Gauge,
+    pub(crate) limit_rejections: Counter,
     reloads: Family<ResultLabel, Counter>,
     registry: Registry,
 }
@@ -165,6 +166,12 @@ impl Metrics {
             "1 from the first moment of a drain",
             draining.clone(),
         );
+        let limit_rejections = Counter::default();
+        registry.register(
+            "limit_rejections",
+            "Subscribers turned away by a limits cap",
+            limit_rejections.clone(),
+        );
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "config_reloads",
@@ -192,6 +199,7 @@ impl Metrics {
             streams_h1,
             streams_h2,
             draining,
+            limit_rejections,
             reloads,
             registry,
         }
@@ -271,6 +279,7 @@ mod tests {
             "sse_gateway_clients_lagged_total",
             "sse_gateway_resume_misses_total",
             "sse_gateway_upstream_reconnects_total",
+            "sse_gateway_limit_rejections_total",
         ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }

@@ -22,6 +22,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, Span};
 
+use super::h2::StreamWatch;
+use super::limits::Permit;
 use super::listener::ConnShared;
 use crate::hub::{self, CloseReason, Read, Subscription};
 use crate::metrics::Metrics;
@@ -45,7 +47,35 @@ pub(crate) struct ClientStream {
     /// Deliveries over the stream's life, for its closing log line.
     total: u64,
     metrics: Arc<Metrics>,
-    conn: Arc<ConnShared>,
+    watch: Watch,
+    /// The stream's slot under the client limits, given back when it ends.
+    permit: Option<Permit>,
+}
+
+/// What looks after the stream while hyper isn't polling its body.
+enum Watch {
+    /// HTTP/1.1: the connection's stall check, since its writes block once the
+    /// client stops reading.
+    Conn(Arc<ConnShared>),
+    /// HTTP/2: the stream's own watchdog, since the connection's writes don't block.
+    Stream(Arc<StreamWatch>),
+}
+
+impl Watch {
+    fn finished(&self) {
+        match self {
+            Watch::Conn(conn) => conn.stream_finished(),
+            Watch::Stream(stream) => stream.finished(),
+        }
+    }
+
+    /// Whether this is the first to see the lag (so it is counted once).
+    fn mark_lagged(&self) -> bool {
+        match self {
+            Watch::Conn(conn) => conn.mark_lagged(),
+            Watch::Stream(stream) => stream.mark_lagged(),
+        }
+    }
 }
 
 impl ClientStream {
@@ -58,7 +88,6 @@ impl ClientStream {
         h2: bool,
         span: Span,
     ) -> Self {
-        conn.watch_stream(sub.probe());
         if h2 {
             metrics.streams_h2.inc();
         } else {
@@ -81,7 +110,29 @@ impl ClientStream {
             span,
             total: 0,
             metrics,
-            conn,
+            watch: Watch::Conn(conn),
+            permit: None,
+        }
+    }
+
+    /// Keeps the stream's slot under the client limits for as long as it lives.
+    pub(crate) fn hold(&mut self, permit: Permit) {
+        self.permit = Some(permit);
+    }
+
+    /// Puts the stream under watch before its body is first polled: `Some` in an
+    /// HTTP/2 stream's task (its own watchdog), `None` on HTTP/1.1 (the connection).
+    pub(crate) fn attach(&mut self, stream: Option<Arc<StreamWatch>>) {
+        match stream {
+            Some(stream) => {
+                stream.watch(self.sub.probe(), self.every);
+                self.watch = Watch::Stream(stream);
+            }
+            None => {
+                if let Watch::Conn(conn) = &self.watch {
+                    conn.watch_stream(self.sub.probe());
+                }
+            }
         }
     }
 
@@ -99,7 +150,7 @@ impl ClientStream {
     fn finish(&mut self, last: Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.done = true;
         self.flush_count();
-        self.conn.stream_finished();
+        self.watch.finished();
         Poll::Ready(last.map(|b| Ok(Frame::data(b))))
     }
 
@@ -139,6 +190,9 @@ impl Body for ClientStream {
         if this.done {
             return Poll::Ready(None);
         }
+        if let Watch::Stream(stream) = &this.watch {
+            stream.polled();
+        }
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
@@ -161,9 +215,10 @@ impl Body for ClientStream {
                 Poll::Ready(Some(Ok(Frame::data(delivery.wire))))
             }
             Poll::Ready(Read::Lagged) => {
-                this.metrics.clients_lagged.inc();
+                if this.watch.mark_lagged() {
+                    this.metrics.clients_lagged.inc();
+                }
                 debug!(parent: &this.span, "client lagged; cut loose");
-                this.conn.mark_lagged();
                 let hint = hub::retry_frame(this.lag_retry);
                 this.finish(Some(hint))
             }
@@ -192,7 +247,7 @@ impl Drop for ClientStream {
     fn drop(&mut self) {
         self.flush_count();
         debug!(parent: &self.span, delivered = self.total, "client left");
-        self.conn.stream_finished();
+        self.watch.finished();
         if self.h2 {
             self.metrics.streams_h2.dec();
         } else {
@@ -213,6 +268,8 @@ pub(crate) fn jittered(jitter: Duration) -> Duration {
 
 /// Every response the public listener sends.
 pub(crate) enum ResponseBody {
+    // Boxed: a client stream is many times the size of a short answer, and one
+    // allocation is nothing next to what a subscription costs anyway.
     Stream(Box<ClientStream>),
     Full(Option<Bytes>),
 }

@@ -32,7 +32,7 @@ use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::Drain;
 use sse_gateway::hub::Hub;
 use sse_gateway::metrics::Metrics;
-use sse_gateway::server::Server;
+use sse_gateway::server::{Server, TlsReload};
 
 /// Generous patience for anything a test waits on.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -51,6 +51,8 @@ macro_rules! eventually {
         }
     }};
 }
+
+pub mod tls;
 
 // === TestUpstream ===
 
@@ -185,6 +187,13 @@ impl TestUpstream {
     pub async fn emit_numbered(&self, ids: impl IntoIterator<Item = u32>) {
         for n in ids {
             self.emit(&n.to_string(), &format!("event {n}")).await;
+        }
+    }
+
+    /// Events `id: n` with the same `data` each.
+    pub async fn emit_numbered_with(&self, ids: impl IntoIterator<Item = u32>, data: &str) {
+        for n in ids {
+            self.emit(&n.to_string(), data).await;
         }
     }
 
@@ -334,28 +343,50 @@ pub async fn spawn_gateway(yaml: &str) -> TestGateway {
         admin: Some("127.0.0.1:0".parse().unwrap()),
     };
     let config = Config::parse(yaml, Path::new("test.yaml"), &overrides).unwrap();
+    start(&config).await.0
+}
+
+/// A gateway as configured by `yaml` read as if from `file` (whose directory anchors
+/// relative TLS paths), with no listener overrides: give it `127.0.0.1:0` listeners.
+/// `addrs` holds every public listener's bound address, in config order.
+pub async fn spawn_gateway_file(
+    yaml: &str,
+    file: &Path,
+) -> (TestGateway, Vec<SocketAddr>, TlsReload) {
+    let overrides = Overrides {
+        listen: Vec::new(),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let config = Config::parse(yaml, file, &overrides).unwrap();
+    start(&config).await
+}
+
+/// Wires a gateway as `main` does, in this test's runtime.
+async fn start(config: &Config) -> (TestGateway, Vec<SocketAddr>, TlsReload) {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(&config.upstream, Arc::clone(&metrics));
     let drain = Drain::new();
-    let bound = Server::bind(&config).await.unwrap();
-    let addr = bound.local_addrs()[0];
+    let bound = Server::bind(config).await.unwrap();
+    let addrs = bound.local_addrs();
+    let reload = bound.tls_reload();
     let admin = Admin::bind(config.admin.addr).await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
     admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
     bound.serve(
-        &config,
+        config,
         hub.clone(),
         Arc::clone(&metrics),
         drain.watch(),
         &drain.tracker(),
     );
-    TestGateway {
-        addr,
+    let gw = TestGateway {
+        addr: addrs[0],
         admin: admin_addr,
         metrics,
         hub,
         drain,
-    }
+    };
+    (gw, addrs, reload)
 }
 
 /// A config with one route from `path` to `upstream`, plus extra top-level YAML.
@@ -382,7 +413,7 @@ pub struct SseReader {
     raw: Arc<Mutex<Vec<u8>>>,
     events: EventStream,
     ended: bool,
-    tasks: [tokio::task::AbortHandle; 2],
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for SseReader {
@@ -455,6 +486,15 @@ impl SseReader {
         .await
         .map_err(|_| "no response head in time".to_owned())?
         .map_err(|e| e.to_string())?;
+        Ok(Self::from_response(resp, vec![conn.abort_handle()]))
+    }
+
+    /// Reads the body of a response that arrived on any connection (TLS, HTTP/2).
+    /// `tasks` are aborted when the reader is dropped.
+    pub fn from_response(
+        resp: Response<Incoming>,
+        mut tasks: Vec<tokio::task::AbortHandle>,
+    ) -> Self {
         let status = resp.status();
         let headers = resp.headers().clone();
         let raw = Arc::new(Mutex::new(Vec::new()));
@@ -496,14 +536,15 @@ impl SseReader {
                 })
             })
             .boxed();
-        Ok(Self {
+        tasks.push(reader.abort_handle());
+        Self {
             status,
             headers,
             raw,
             events,
             ended: false,
-            tasks: [conn.abort_handle(), reader.abort_handle()],
-        })
+            tasks,
+        }
     }
 
     /// The next event, `None` at the end of the stream. Panics after `PATIENCE`.
@@ -661,6 +702,79 @@ pub async fn get(url: &str, method: &str) -> Response<Bytes> {
         .unwrap()
         .to_bytes();
     Response::from_parts(parts, body)
+}
+
+// === HTTP/2 ===
+
+/// One HTTP/2 connection (h2c prior knowledge, or over TLS) many streams share.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+    authority: String,
+}
+
+impl H2Client {
+    /// Cleartext HTTP/2 by prior knowledge.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::handshake(tcp, addr.to_string()).await
+    }
+
+    /// HTTP/2 over an established stream, e.g. TLS after ALPN chose h2. The client's
+    /// stream window is 64 KiB, as the h2 default, and its connection window large, as
+    /// browsers' are, so one stream that stops reading can't starve its siblings.
+    pub async fn handshake<IO>(io: IO, authority: String) -> Self
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(65_535)
+                .initial_connection_window_size(16 * 1024 * 1024)
+                .handshake(TokioIo::new(io))
+                .await
+                .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Self {
+            sender,
+            conn,
+            authority,
+        }
+    }
+
+    /// Sends a GET on a new stream and waits for the response head.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+        let mut req = Request::get(format!("http://{}{path}", self.authority))
+            .header("accept", "text/event-stream");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let mut sender = self.sender.clone();
+        timeout(
+            PATIENCE,
+            sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
+        )
+        .await
+        .expect("response head in time")
+        .unwrap()
+    }
+
+    /// An event stream on a new stream of this connection.
+    pub async fn sse(&self, path: &str) -> SseReader {
+        SseReader::from_response(self.get(path, &[]).await, Vec::new())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_finished()
+    }
+}
+
+impl Drop for H2Client {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
 }
 
 // === GatewayProcess ===
