@@ -24,6 +24,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use futures_util::FutureExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
 
 use support::*;
 
@@ -93,7 +94,7 @@ async fn status_page_shows_live_client_count_and_sources_in_a_real_browser() {
     failing.set_mode(Mode::Status(503));
     let down_key = failing.url("/down");
     let yaml = format!(
-        "routes:\n  - path: /events\n    upstream: {}\n  - path: /down\n    upstream: {down_key}\n",
+        "drain: {{ deadline: 3s }}\nroutes:\n  - path: /events\n    upstream: {}\n  - path: /down\n    upstream: {down_key}\n",
         upstream.url("/events")
     );
     let gw = GatewayProcess::start(&yaml, &[]);
@@ -247,9 +248,22 @@ async fn check_page(
 
     assert_no_console_errors(browser, "after live updates").await;
 
+    // A drain: the page shows it at once. A half-sent request head keeps the
+    // gateway draining until drain.deadline (3 s here), long enough to be seen.
+    let mut half_open = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    half_open
+        .write_all(b"GET /events HTTP/1.1\r\nhost: gateway\r\n")
+        .await
+        .unwrap();
+    gw.signal("TERM");
+    eventually!(
+        page(browser).await["ready"] == "draining",
+        "readiness: {}",
+        page(browser).await
+    );
+
     // The gateway goes away: the page says so (and keeps retrying). The browser
     // logs the refused reconnects, so the console is not checked past here.
-    gw.signal("TERM");
     eventually!(
         page(browser).await["disconnected_notice"] == true,
         "no disconnected notice: {}",

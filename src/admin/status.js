@@ -224,6 +224,8 @@
       at += 1;
     });
     for (const tr of existing.values()) tr.remove();
+    // An empty table is just its header: say "none" in words instead.
+    tbody.closest(".scroll").hidden = items.length === 0;
     document.querySelector(`[data-empty-for="${id}"]`).hidden = items.length > 0;
   }
 
