@@ -1,10 +1,12 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics`, and the status data
-//! (`/status.json`, and `/status/events`, the same as a live event stream), on its
-//! own address and never on the public one. It observes; it changes nothing.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the status data
+//! (`/status.json`, and `/status/events`, the same as a live event stream) and the
+//! status page that shows it (`/`), on its own address and never on the public one.
+//! It observes; it changes nothing.
 //!
 //! It runs outside the drain's tracker, so `/healthz` answers 200 until the process
 //! exits while `/readyz` answers 503 from the first moment of a drain.
 
+mod page;
 mod status;
 
 use std::convert::Infallible;
@@ -91,6 +93,10 @@ fn answer<B>(request: &Request<B>, view: &Arc<View>) -> Response<AdminBody> {
             Bytes::from(view.metrics_text()),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         ),
+        "/" | "/index.html" => page::html(),
+        "/status.js" => page::script(),
+        "/status.css" => page::style(),
+        "/status.svg" => page::icon(),
         "/status.json" => full(StatusCode::OK, Bytes::from(view.json()), "application/json"),
         "/status/events" => {
             let mut response =
