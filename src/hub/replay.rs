@@ -138,14 +138,31 @@ impl ReplayRing {
 
     /// Appends an entry, evicting the oldest when full, and wakes every waiting
     /// reader. `spare` is the caller's reusable list, so waking allocates nothing.
+    #[cfg(test)]
     pub(crate) fn push(&self, entry: Entry, spare: &mut Vec<Option<Waker>>) {
+        self.push_all(std::iter::once(entry), spare);
+    }
+
+    /// Appends every entry of one upstream read under one lock, then wakes the
+    /// readers once: a reader woken mid-batch would write the batch in pieces.
+    pub(crate) fn push_all(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        spare: &mut Vec<Option<Waker>>,
+    ) {
         {
             let mut state = self.lock();
-            if state.entries.len() == self.capacity {
-                state.entries.pop_front();
-                state.first += 1;
+            let before = state.head();
+            for entry in entries {
+                if state.entries.len() == self.capacity {
+                    state.entries.pop_front();
+                    state.first += 1;
+                }
+                state.entries.push_back(entry);
             }
-            state.entries.push_back(entry);
+            if state.head() == before {
+                return;
+            }
             std::mem::swap(&mut state.waiters, spare);
             state.free.clear();
             state.generation += 1;
@@ -479,6 +496,33 @@ mod tests {
             ring.poll_read(&mut c, &mut cx),
             Poll::Ready(Read::Closed(CloseReason::Ended))
         ));
+    }
+
+    #[test]
+    fn one_upstream_read_wakes_each_reader_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let ring = ReplayRing::new(10);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut c = ring.cursor(ring.head(), 10);
+        assert!(ring.poll_read(&mut c, &mut cx).is_pending());
+        let mut spare = Vec::new();
+        ring.push_all((1..=3).map(|i| entry(&i.to_string())), &mut spare);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // All three are ready together, for one write.
+        assert_eq!(read_all(&ring, &mut c).len(), 3);
+        // An empty read wakes no one.
+        assert!(ring.poll_read(&mut c, &mut cx).is_pending());
+        ring.push_all(std::iter::empty(), &mut spare);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -230,11 +230,12 @@ impl UpstreamTask {
                 status
                     .received
                     .fetch_add(events.len() as u64, Ordering::Relaxed);
-                for event in events.drain(..) {
+                let entries = events.drain(..).map(|event| {
                     let entry = encode(event, stamper.as_mut());
                     trace!(event.id = ?entry.id, "event received");
-                    self.source.ring.push(entry, &mut spare);
-                }
+                    entry
+                });
+                self.source.ring.push_all(entries, &mut spare);
             };
             drop(_connected);
             if received > 0 {
