@@ -10,7 +10,7 @@ use sse_gateway::admin::Admin;
 use sse_gateway::cli::Args;
 use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::{Drain, Signal, Signals};
-use sse_gateway::hub::Hub;
+use sse_gateway::hub::{self, Hub};
 use sse_gateway::metrics::Metrics;
 use sse_gateway::server::{self, Server};
 use sse_gateway::telemetry;
@@ -32,6 +32,10 @@ fn main() -> ExitCode {
     // Like `nginx -t`, the certificates are part of the configuration: read them
     // before anything starts, so a bad one is the same exit 2 as a bad key.
     if let Err(error) = server::check_tls(&config.listen) {
+        eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
+    if let Err(error) = hub::check_upstream_tls(&config.routes) {
         eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
         return ExitCode::from(EX_CONFIG);
     }
@@ -109,10 +113,13 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
             Signal::Reload => match Config::load(&config.file, overrides) {
                 // Certificates first: a listener whose new files don't load rejects
                 // the whole reload, so routes and certificates never disagree.
-                Ok(new) => match tls.reload_tls(&new.listen) {
+                Ok(new) => match hub::check_upstream_tls(&new.routes)
+                    .map_err(|e| error_chain(&e))
+                    .and_then(|()| tls.reload_tls(&new.listen).map_err(|e| error_chain(&e)))
+                {
                     Err(error) => {
                         metrics.reload(false);
-                        warn!(error = %error_chain(&error), "reload rejected; the running configuration stays")
+                        warn!(error = %error, "reload rejected; the running configuration stays")
                     }
                     Ok(tls_listeners) => {
                         metrics.reload(true);

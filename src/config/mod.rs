@@ -301,6 +301,9 @@ pub struct RouteConfig {
     /// Fetch a resumption's missing events from the upstream when the replay buffer
     /// no longer holds them. Default: true for http(s) upstreams, false for builtins.
     pub backfill: bool,
+    /// PEM file of the CA(s) an `https://` upstream's certificate must chain to,
+    /// instead of the system and webpki roots (private CAs). Relative to the file.
+    pub ca: Option<PathBuf>,
     /// Effective: the route's `over_limit` if given, else `limits.over_limit`.
     pub over_limit: OverLimit,
     /// `None`: no CORS headers, and `OPTIONS` is `405` like any other method.

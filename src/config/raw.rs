@@ -192,6 +192,7 @@ pub(super) struct RawRoute {
     pub(super) client: Option<RawClient>,
     pub(super) assign_ids: Option<bool>,
     pub(super) backfill: Option<bool>,
+    pub(super) ca: Option<FilePath>,
     pub(super) over_limit: Option<OverLimit>,
     pub(super) cors: Option<RawCors>,
 }

@@ -289,6 +289,14 @@ fn routes(
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
     for (i, route) in raw.into_iter().enumerate() {
         check_params(&route, i, file)?;
+        let https = matches!(&route.upstream, UpstreamTarget::Http(url) if url.as_str().starts_with("https://"));
+        if route.ca.is_some() && !https {
+            return Err(ConfigError::rule(
+                file,
+                Some(&format!("routes[{i}].ca")),
+                "`ca` applies to https:// upstreams only",
+            ));
+        }
         for (j, earlier) in routes.iter().enumerate() {
             let message = if earlier.path == route.path {
                 format!(
@@ -323,6 +331,9 @@ fn routes(
             backfill: route
                 .backfill
                 .unwrap_or(matches!(route.upstream, UpstreamTarget::Http(_))),
+            ca: route
+                .ca
+                .map(|ca| resolve(file.parent().unwrap_or(Path::new("")), ca.0)),
             headers: route.headers.0,
             path: route.path,
             upstream: route.upstream,

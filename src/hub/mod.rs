@@ -13,6 +13,7 @@ mod subscription;
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use std::time::SystemTime;
@@ -92,6 +93,8 @@ pub(crate) struct SourceSpec {
     pub(crate) template: Arc<str>,
     /// The path of the route that started the source, for status and metrics.
     pub(crate) route: Arc<str>,
+    /// The route's `ca`: the upstream's certificate must chain to these roots.
+    pub(crate) ca: Option<Arc<Path>>,
 }
 
 impl SourceSpec {
@@ -102,6 +105,7 @@ impl SourceSpec {
             && self.headers == other.headers
             && self.replay_events == other.replay_events
             && self.assign_ids == other.assign_ids
+            && self.ca == other.ca
     }
 }
 
@@ -153,6 +157,7 @@ impl SourceSpec {
             backfill,
             template,
             route: Arc::from(route.path.as_str()),
+            ca: route.ca.as_deref().map(Arc::from),
         })
     }
 }
@@ -187,6 +192,8 @@ pub(crate) struct HubInner {
     recent: Mutex<VecDeque<Failure>>,
     /// Configured routes, for the status page.
     routes: RwLock<Vec<RouteStatus>>,
+    /// Client configs for routes' `ca` files, read once; a reload reads them again.
+    ca_tls: DashMap<Arc<Path>, Arc<rustls::ClientConfig>>,
     /// Read when a source starts; a reload replaces it for sources started later.
     upstream: RwLock<UpstreamSettings>,
     metrics: Arc<Metrics>,
@@ -208,6 +215,7 @@ impl Hub {
                 sources: DashMap::new(),
                 recent: Mutex::new(VecDeque::new()),
                 routes: RwLock::new(Vec::new()),
+                ca_tls: DashMap::new(),
                 upstream: RwLock::new(UpstreamSettings::from_config(config)),
                 metrics,
             }),
@@ -221,6 +229,7 @@ impl Hub {
     /// settings apply to sources started from now on.
     pub fn reconfigure(&self, config: &Config, retry: Duration, jitter: Duration) -> usize {
         self.set_routes(&config.routes);
+        self.inner.ca_tls.clear();
         *self
             .inner
             .upstream
@@ -269,8 +278,12 @@ impl Hub {
         };
         let backfill = match options.last_event_id {
             Some(id) if spec.backfill && !source.ring.holds(id) => {
-                let connect = self.inner.settings().connect;
-                source.backfills.join(&source, spec, id, &connect)
+                // A `ca` that can't be read makes the backfill fail like any
+                // upstream failure: the client gets the gap.
+                match self.inner.connect_settings(spec) {
+                    Ok(connect) => source.backfills.join(&source, spec, id, &connect),
+                    Err(_) => None,
+                }
             }
             _ => None,
         };
@@ -416,6 +429,23 @@ impl HubInner {
         });
     }
 
+    /// Dial settings for `spec`: the shared ones, or with the route's `ca` roots.
+    pub(super) fn connect_settings(
+        &self,
+        spec: &SourceSpec,
+    ) -> Result<upstream::ConnectSettings, upstream::CaError> {
+        let settings = self.settings().connect;
+        let Some(ca) = &spec.ca else {
+            return Ok(settings);
+        };
+        if let Some(tls) = self.ca_tls.get(ca) {
+            return Ok(settings.with_tls(Arc::clone(&tls)));
+        }
+        let tls = Arc::new(upstream::tls_config_with_ca(ca)?);
+        self.ca_tls.insert(Arc::clone(ca), Arc::clone(&tls));
+        Ok(settings.with_tls(tls))
+    }
+
     pub(super) fn settings(&self) -> UpstreamSettings {
         self.upstream
             .read()
@@ -477,4 +507,27 @@ pub struct Failure {
     pub at: String,
     pub source: String,
     pub reason: String,
+}
+
+/// A route's `ca` file can't be used; names the route.
+#[derive(Debug, thiserror::Error)]
+#[error("routes[{index}].ca: {source}")]
+pub struct CaCheckError {
+    index: usize,
+    #[source]
+    source: upstream::CaError,
+}
+
+/// Reads every route's `ca` file, so a bad one stops the start (exit 2) instead of
+/// failing each connect later.
+///
+/// # Errors
+/// The first route whose `ca` can't be read or holds no certificate.
+pub fn check_upstream_tls(routes: &[RouteConfig]) -> Result<(), CaCheckError> {
+    for (index, route) in routes.iter().enumerate() {
+        if let Some(ca) = &route.ca {
+            upstream::tls_config_with_ca(ca).map_err(|source| CaCheckError { index, source })?;
+        }
+    }
+    Ok(())
 }

@@ -183,13 +183,20 @@ impl UpstreamTask {
             }
             attempt += 1;
             status.set(UpstreamState::Connecting);
-            let connected = upstream::connect(
-                &self.spec.target,
-                &self.spec.headers,
-                &last_id,
-                &self.settings.connect,
-            )
-            .await;
+            let connect = match &self.spec.ca {
+                None => Ok(self.settings.connect.clone()),
+                Some(_) => match self.source.hub.upgrade() {
+                    Some(hub) => hub.connect_settings(&self.spec),
+                    None => return,
+                },
+            };
+            let connected = match connect {
+                Ok(connect) => {
+                    upstream::connect(&self.spec.target, &self.spec.headers, &last_id, &connect)
+                        .await
+                }
+                Err(error) => Err(UpstreamError::Ca(error)),
+            };
             let mut upstream = match connected {
                 Ok(upstream) => upstream,
                 Err(UpstreamError::NoContent) => {

@@ -90,14 +90,22 @@ pub struct TestUpstream {
     connections: Arc<AtomicUsize>,
     hold: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    /// Serves https with this config when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl TestUpstream {
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+        Self::start_on("127.0.0.1:0".parse().unwrap(), None).await
     }
 
-    async fn start_on(addr: SocketAddr) -> Self {
+    /// An https upstream presenting `config`'s certificate.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Some(acceptor)).await
+    }
+
+    async fn start_on(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Self {
@@ -109,6 +117,7 @@ impl TestUpstream {
             connections: Arc::new(AtomicUsize::new(0)),
             hold: tokio::sync::watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
+            tls,
         };
         up.serve(listener);
         up
@@ -118,6 +127,7 @@ impl TestUpstream {
         let state = Arc::clone(&self.state);
         let connections = Arc::clone(&self.connections);
         let hold = self.hold.subscribe();
+        let tls = self.tls.clone();
         self.tasks.lock().unwrap().spawn(async move {
             let mut conns = JoinSet::new();
             loop {
@@ -125,7 +135,17 @@ impl TestUpstream {
                 let state = Arc::clone(&state);
                 let connections = Arc::clone(&connections);
                 let hold = hold.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
+                    let io: Box<dyn UpstreamIo> = match tls {
+                        None => Box::new(tcp),
+                        // A failed handshake (the gateway refusing our certificate)
+                        // just ends this connection.
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
                     let service = service_fn(move |req: Request<Incoming>| {
                         connections.fetch_add(1, Ordering::SeqCst);
                         let state = Arc::clone(&state);
@@ -136,7 +156,7 @@ impl TestUpstream {
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .await;
                 });
             }
@@ -144,7 +164,8 @@ impl TestUpstream {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -245,6 +266,10 @@ impl Drop for TestUpstream {
 }
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+
+/// What the test upstream serves on: TCP, or TLS over it.
+trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 fn answer(req: &Request<Incoming>, state: &Arc<Mutex<UpstreamState>>) -> Response<UpBody> {
     let last_id = req

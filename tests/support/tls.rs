@@ -18,6 +18,7 @@ use super::TempDir;
 /// A throwaway CA that signs leaf certificates for `localhost` and `127.0.0.1`.
 pub struct TestCa {
     root: CertificateDer<'static>,
+    root_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -32,6 +33,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         Self {
             root: cert.der().clone(),
+            root_pem: cert.pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -57,6 +59,27 @@ impl TestCa {
             dir.write(&format!("{name}.pem"), &cert),
             dir.write(&format!("{name}-key.pem"), &key),
         )
+    }
+
+    /// A server config presenting a fresh leaf for `localhost` and `127.0.0.1`.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::pem::PemObject;
+        let (cert, key) = self.leaf(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let certs = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Arc::new(config)
+    }
+
+    /// The CA certificate as PEM, for a route's `ca` file.
+    pub fn root_pem(&self) -> String {
+        self.root_pem.clone()
     }
 
     /// A client config trusting only this CA, offering `alpn` (none if empty).
