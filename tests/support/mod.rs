@@ -52,6 +52,7 @@ macro_rules! eventually {
     }};
 }
 
+pub mod browser;
 pub mod tls;
 
 // === TestUpstream ===
