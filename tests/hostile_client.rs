@@ -278,7 +278,8 @@ async fn malformed_requests_get_400_or_a_close_and_streams_go_on() {
 #[tokio::test]
 async fn invalid_paths_and_template_values_get_4xx_and_streams_go_on() {
     let mut bystander = Bystander::start("").await;
-    let long_value = vec![b'a'; 16 * 1024];
+    let long_value = vec![b'a'; 4 * 1024];
+    let over_long_value = vec![b'a'; 16 * 1024];
     let long_path = vec![b'a'; 64 * 1024];
     let cases = vec![
         (
@@ -316,14 +317,21 @@ async fn invalid_paths_and_template_values_get_4xx_and_streams_go_on() {
         ),
         ("raw DEL byte", get_request(b"/rooms/a\x7fb", &[]), answered(400)),
         (
-            "16 KiB template value",
+            "4 KiB template value",
             get_request(&[b"/rooms/".as_slice(), &long_value].concat(), &[]),
             streaming(),
+        ),
+        // Over limits.max_header_size (16 KiB by default), which bounds the request
+        // line and headers together.
+        (
+            "16 KiB template value",
+            get_request(&[b"/rooms/".as_slice(), &over_long_value].concat(), &[]),
+            answered(431),
         ),
         (
             "64 KiB path",
             get_request(&[b"/".as_slice(), &long_path].concat(), &[]),
-            answered(414),
+            answered(431),
         ),
         (
             "asterisk-form target",
