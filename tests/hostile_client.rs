@@ -198,6 +198,16 @@ async fn malformed_requests_get_400_or_a_close_and_streams_go_on() {
             answered(400),
         ),
         (
+            "HTTP/1.1 without Host (RFC 9112 3.2)",
+            b"GET /events HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n".to_vec(),
+            answered(400),
+        ),
+        (
+            "two Host headers",
+            b"GET /events HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            answered(400),
+        ),
+        (
             "header without colon",
             b"GET /events HTTP/1.1\r\nHost gw\r\n\r\n".to_vec(),
             answered(400),

@@ -279,6 +279,20 @@ fn handle<B>(
     state: &ServerState,
     conn: &Arc<ConnShared>,
 ) -> Response<ResponseBody> {
+    // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    if request.version() == http::Version::HTTP_11
+        && request.headers().get_all(http::header::HOST).iter().count() != 1
+    {
+        // A client this confused gets no second request on the connection.
+        let mut response = plain(
+            StatusCode::BAD_REQUEST,
+            "exactly one host header required\n",
+        );
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
     let current = state.current();
     let matched = match current.routes.find(request.uri().path()) {
         Ok(Some(matched)) => matched,
