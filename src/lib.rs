@@ -16,7 +16,8 @@
 //!
 //! Module dependencies point one way: `main → server, admin, hub, drain, config`,
 //! `server → hub, drain, metrics, config`, `hub → upstream, sse, metrics, config`,
-//! `upstream → sse, config`; `sse`, `config`, `metrics` and `drain` use nothing of ours.
+//! `upstream → sse, config`; `sse`, `config`, `metrics` and `drain` use nothing of ours
+//! (`telemetry::error_chain`, how errors are written into logs, is used everywhere).
 
 pub mod admin;
 pub mod cli;

@@ -13,7 +13,7 @@ use sse_gateway::drain::{Drain, Signal, Signals};
 use sse_gateway::hub::{self, Hub};
 use sse_gateway::metrics::Metrics;
 use sse_gateway::server::{self, Server};
-use sse_gateway::telemetry;
+use sse_gateway::telemetry::{self, error_chain};
 
 /// Exit code for a bad configuration (and `--check` failures).
 const EX_CONFIG: u8 = 2;
@@ -149,15 +149,4 @@ async fn run(config: Config, overrides: &Overrides) -> u8 {
     let outcome = drain.run(deadline, &mut signals).await;
     info!(exit_code = outcome.exit_code(), "exiting");
     outcome.exit_code()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

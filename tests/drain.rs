@@ -20,6 +20,22 @@ async fn non_reader(addr: std::net::SocketAddr, path: &str) -> TcpStream {
     tcp
 }
 
+/// A client of `/big` that never reads, once the gateway has more for it than
+/// loopback's socket buffers on both ends can hold (~20 MiB).
+async fn stuck_client(gw: &GatewayProcess, big: &TestUpstream) -> TcpStream {
+    let stuck = non_reader(gw.addr, "/big").await;
+    eventually!(big.open_streams() == 1, "non-reader subscribed");
+    let payload = "x".repeat(32 * 1024);
+    for n in 1..=600 {
+        big.emit(&n.to_string(), &payload).await;
+    }
+    eventually!(
+        gw.metric("sse_gateway_events_received_total").await >= 600.0,
+        "gateway received the big events"
+    );
+    stuck
+}
+
 fn config(events: &TestUpstream, big: &TestUpstream, drain: &str) -> String {
     format!(
         "drain: {drain}\nclient: {{ queue: 100000 }}\nreplay: {{ events: 100000 }}\nroutes:\n  - path: /events\n    upstream: {}\n  - path: /big\n    upstream: {}\n",
@@ -40,17 +56,7 @@ async fn sigterm_hints_500_clients_within_the_jitter_window_and_exits_before_the
         &[],
     );
     // One client that never reads, with its socket buffers full.
-    let _stuck = non_reader(gw.addr, "/big").await;
-    eventually!(big.open_streams() == 1, "non-reader subscribed");
-    let payload = "x".repeat(32 * 1024);
-    // ~20 MiB: more than loopback's socket buffers on both ends can hold.
-    for n in 1..=600 {
-        big.emit(&n.to_string(), &payload).await;
-    }
-    eventually!(
-        gw.metric("sse_gateway_events_received_total").await >= 600.0,
-        "gateway received the big events"
-    );
+    let _stuck = stuck_client(&gw, &big).await;
 
     let mut readers = Vec::new();
     for i in 0..500u32 {
@@ -115,17 +121,7 @@ async fn second_signal_during_a_drain_exits_at_once_with_a_failure_code() {
     );
     // A client that never reads, with its socket buffers full, holds the drain
     // open until the deadline.
-    let _stuck = non_reader(gw.addr, "/big").await;
-    eventually!(big.open_streams() == 1, "non-reader subscribed");
-    let payload = "x".repeat(32 * 1024);
-    // ~20 MiB: more than loopback's socket buffers on both ends can hold.
-    for n in 1..=600 {
-        big.emit(&n.to_string(), &payload).await;
-    }
-    eventually!(
-        gw.metric("sse_gateway_events_received_total").await >= 600.0,
-        "gateway received the big events"
-    );
+    let _stuck = stuck_client(&gw, &big).await;
     let admin = gw.admin.unwrap();
     assert_eq!(
         get(&format!("http://{admin}/readyz"), "GET").await.status(),

@@ -17,6 +17,7 @@ use super::replay::{Entry, ReplayRing};
 use super::{CloseReason, EventId, HubInner, SourceKey, SourceSpec, UpstreamSettings};
 use crate::metrics::Metrics;
 use crate::sse::Event;
+use crate::telemetry::error_chain;
 use crate::upstream::{self, Backoff, UpstreamError};
 
 /// Where a source's upstream connection is, for the status page and metrics.
@@ -329,18 +330,6 @@ impl IdStamper {
         self.next += 1;
         id
     }
-}
-
-/// `error: cause: cause`, for one log field.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
