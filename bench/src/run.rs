@@ -65,6 +65,10 @@ pub(crate) struct Args {
     /// Skip the floor probe.
     #[arg(long)]
     pub(crate) no_floor: bool,
+    /// Run the server, origin and load processes at this nice level (e.g. -5 on a
+    /// machine where other work competes for the same cores; needs root).
+    #[arg(long, allow_hyphen_values = true)]
+    pub(crate) nice: Option<i32>,
     /// Also write every row as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -127,6 +131,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let mut floors: Vec<FloorResult> = Vec::new();
     let started = Instant::now();
+    let load_before = loadavg();
 
     for scenario in &scenarios {
         let plan: Vec<(usize, f64, f64)> = match *scenario {
@@ -182,6 +187,10 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         versions.push_str("; ");
         versions.push_str(&nchan::versions());
     }
+    versions.push_str(&format!(
+        "; load average before {load_before}, after {}",
+        loadavg()
+    ));
     let table = render(&rows, &floors, started.elapsed(), &versions);
     #[allow(clippy::print_stdout)]
     {
@@ -246,9 +255,16 @@ impl Drop for Proc {
     }
 }
 
-/// `taskset -c CPUS program` (taskset pins, then execs: the pid is the program's).
-fn pinned(cpus: &str, program: &Path) -> Command {
-    let mut c = Command::new("taskset");
+/// `[nice -n N] taskset -c CPUS program` (both exec: the pid is the program's).
+fn pinned(args: &Args, cpus: &str, program: &Path) -> Command {
+    let mut c = match args.nice {
+        Some(n) => {
+            let mut c = Command::new("nice");
+            c.args(["-n", &n.to_string(), "taskset"]);
+            c
+        }
+        None => Command::new("taskset"),
+    };
     c.args(["-c", cpus]).arg(program);
     c
 }
@@ -321,7 +337,7 @@ fn start_origin(
     publish: Option<&str>,
 ) -> anyhow::Result<(Proc, SocketAddr)> {
     let log = dir.join("origin.log");
-    let mut c = pinned(&args.load_cpus, exe);
+    let mut c = pinned(args, &args.load_cpus, exe);
     c.args([
         "origin",
         "--listen",
@@ -353,7 +369,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
                 format!("routes:\n  - path: /events\n    upstream: http://{origin_addr}/events\n"),
             )?;
             let log = dir.join("gateway.log");
-            let mut c = pinned(&args.server_cpus, &args.gateway);
+            let mut c = pinned(args, &args.server_cpus, &args.gateway);
             c.arg("-c")
                 .arg(&config)
                 .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -381,7 +397,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
             let port = free_port()?;
             let config = dir.join("nginx.conf");
             fs::write(&config, nchan::config(&dir, port)?)?;
-            let mut c = pinned(&args.server_cpus, Path::new("nginx"));
+            let mut c = pinned(args, &args.server_cpus, Path::new("nginx"));
             c.arg("-p")
                 .arg(&dir)
                 .arg("-c")
@@ -434,7 +450,7 @@ fn start_loads(args: &Args, exe: &Path, url: &str, clients: usize) -> anyhow::Re
         let n = left.min(per);
         left -= n;
         i += 1;
-        let mut c = pinned(&args.load_cpus, exe);
+        let mut c = pinned(args, &args.load_cpus, exe);
         c.args(["load", "--url", url, "--wait-start"])
             .args(["--clients", &n.to_string()])
             // Each process gets its own 127.0.i.x block of 40 source addresses.
@@ -543,7 +559,8 @@ fn measure(
         rss_bytes: rss,
         rss_per_conn: rss.saturating_sub(rss_base) as f64 / clients.max(1) as f64,
         kernel_tcp_per_conn: kernel.saturating_sub(kernel_base) as f64 / clients.max(1) as f64,
-        upstream: stats["accepted"].as_u64().unwrap_or(0),
+        upstream: stats["streams_opened"].as_u64().unwrap_or(0)
+            + stats["publish_connections"].as_u64().unwrap_or(0),
         load_cpu_pct: (load_cpu1 - load_cpu0) * 100.0 / elapsed,
         pass: None,
         load: summary,
@@ -551,7 +568,7 @@ fn measure(
 }
 
 fn floor(args: &Args, exe: &Path, sockets: usize, rate: f64) -> anyhow::Result<FloorResult> {
-    let out = pinned(&args.server_cpus, exe)
+    let out = pinned(args, &args.server_cpus, exe)
         .args(["floor", "--sockets", &sockets.to_string()])
         .args(["--rate", &rate.to_string(), "--duration", "10"])
         .args(["--reader-cpu", &args.load_cpus])
@@ -584,6 +601,14 @@ fn line(r: &Row) -> String {
     )
 }
 
+/// The 1-minute load average: other work on the machine skews every figure.
+fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 fn kb(bytes: f64) -> String {
     format!("{:.1} KB", bytes / 1000.0)
 }
@@ -602,17 +627,18 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "| server | scenario | clients | ev/s per client | delivered/s | p50 ms | p99 ms | p99.9 ms | gaps | dups | reconnects | CPU µs/delivery | × floor | RSS/conn | kernel TCP/conn | upstream conns | events/read | load CPU | pass |"
+        "| server | scenario | clients | ev/s per client | offered ev/s | delivered/s | p50 ms | p99 ms | p99.9 ms | gaps | dups | reconnects | CPU µs/delivery | × floor | RSS/conn | kernel TCP/conn | upstream conns | events/read | load CPU | pass |"
     );
-    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} |",
             r.server,
             r.scenario,
             r.clients,
             r.rate,
+            r.offered_per_s,
             r.delivered_per_s,
             r.load.p50_ms,
             r.load.p99_ms,
