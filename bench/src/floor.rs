@@ -172,7 +172,8 @@ pub(crate) fn read(args: ReaderArgs) -> anyhow::Result<()> {
         .build()?;
     LocalSet::new().block_on(&runtime, async move {
         let scratch = Rc::new(RefCell::new(vec![0u8; 64 * 1024]));
-        let gate = Rc::new(Semaphore::new(256));
+        // Below the writer's listen backlog (128), so no handshake is dropped.
+        let gate = Rc::new(Semaphore::new(64));
         let first = u32::from(args.src_first);
         let mut tasks = Vec::new();
         for i in 0..args.sockets {

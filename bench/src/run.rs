@@ -69,6 +69,10 @@ pub(crate) struct Args {
     /// machine where other work competes for the same cores; needs root).
     #[arg(long, allow_hyphen_values = true)]
     pub(crate) nice: Option<i32>,
+    /// Record a `perf` profile (software cpu-clock sampling, user and kernel) of
+    /// the server over each measured window into this directory.
+    #[arg(long)]
+    pub(crate) perf_dir: Option<PathBuf>,
     /// Also write every row as JSON here.
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
@@ -517,6 +521,17 @@ fn measure(
     let server_tree = setup.server.tree();
     let cpu0 = procfs::cpu_seconds(&server_tree);
     let load_cpu0 = procfs::cpu_seconds(&load_pids);
+    let perf = match &args.perf_dir {
+        Some(dir) => Some(start_perf(
+            dir,
+            kind,
+            scenario,
+            rate,
+            &server_tree,
+            duration,
+        )?),
+        None => None,
+    };
     let events0 = origin_stats(setup.origin_addr)?["events"]
         .as_u64()
         .unwrap_or(0);
@@ -529,6 +544,10 @@ fn measure(
     let stats = origin_stats(setup.origin_addr)?;
     let events1 = stats["events"].as_u64().unwrap_or(0);
 
+    if let Some(mut perf) = perf {
+        // perf stops by itself when its `sleep` ends; wait so the file is complete.
+        let _ = perf.wait();
+    }
     let mut summary = Summary::default();
     for load in &mut loads {
         let line = read_line(load)?;
@@ -565,6 +584,31 @@ fn measure(
         pass: None,
         load: summary,
     })
+}
+
+/// `perf record` of `pids` for `duration` seconds, into `dir`. Not a `Proc`: it
+/// must end on its own to write a complete file.
+fn start_perf(
+    dir: &Path,
+    kind: Kind,
+    scenario: &str,
+    rate: f64,
+    pids: &[u32],
+    duration: f64,
+) -> anyhow::Result<Child> {
+    fs::create_dir_all(dir)?;
+    let file = dir.join(format!("perf-{}-{scenario}-{rate}.data", kind.name()));
+    let pids: Vec<String> = pids.iter().map(u32::to_string).collect();
+    Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "997", "-o"])
+        .arg(&file)
+        .args(["-p", &pids.join(","), "--", "sleep"])
+        .arg(format!("{duration}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start perf")
 }
 
 fn floor(args: &Args, exe: &Path, sockets: usize, rate: f64) -> anyhow::Result<FloorResult> {
