@@ -65,10 +65,14 @@ worker_rlimit_nofile 20000;
 error_log {dir}/error.log warn;
 pid {dir}/nginx.pid;
 events {{
-    worker_connections 20000;
+    # nchan counts more than one connection per subscriber; 20,000 logs
+    # "worker_connections are not enough" at 19,000 subscribers.
+    worker_connections 65536;
 }}
 http {{
     access_log off;
+    # The publisher pipelines every event on one connection: never close it.
+    keepalive_requests 1000000000;
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;

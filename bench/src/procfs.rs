@@ -99,6 +99,68 @@ pub(crate) fn kernel_tcp_bytes() -> Option<u64> {
     None
 }
 
+/// The kernel's slab memory in bytes (`/proc/meminfo` `Slab:`): socket, file and
+/// epoll structures live there, outside any process's RSS.
+pub(crate) fn kernel_slab_bytes() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("Slab:"))?;
+    line.trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(|kb| kb * 1024)
+}
+
+/// Busy and total ticks of the given CPUs since boot (`/proc/stat`): busy is
+/// everything but idle and iowait, so it includes interrupt and softirq time that
+/// no process is charged for.
+pub(crate) fn cpu_busy_ticks(cpus: &[usize]) -> (u64, u64) {
+    let Ok(text) = fs::read_to_string("/proc/stat") else {
+        return (0, 0);
+    };
+    let (mut busy, mut total) = (0, 0);
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(n) = words
+            .next()
+            .and_then(|w| w.strip_prefix("cpu"))
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        if !cpus.contains(&n) {
+            continue;
+        }
+        let v: Vec<u64> = words.take(8).filter_map(|w| w.parse().ok()).collect();
+        if v.len() == 8 {
+            // user nice system idle iowait irq softirq steal
+            busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7];
+            total += v.iter().sum::<u64>();
+        }
+    }
+    (busy, total)
+}
+
+/// The `ksoftirqd/N` kernel threads of the given CPUs: when loopback traffic is
+/// heavy the kernel defers packet processing to them, and that time is charged to
+/// them rather than to the process that wrote.
+pub(crate) fn ksoftirqd(cpus: &[usize]) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| {
+                c.trim()
+                    .strip_prefix("ksoftirqd/")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .is_some_and(|n| cpus.contains(&n))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -95,8 +95,15 @@ pub(crate) struct Row {
     pub(crate) rss_bytes: u64,
     pub(crate) rss_per_conn: f64,
     pub(crate) kernel_tcp_per_conn: f64,
+    /// Kernel slab growth per socket (each loopback connection is two sockets).
+    pub(crate) kernel_slab_per_socket: f64,
     pub(crate) upstream: u64,
     pub(crate) load_cpu_pct: f64,
+    /// How busy the server's cores were (all processes, interrupts, softirqs).
+    pub(crate) server_core_busy_pct: f64,
+    /// CPU of the server cores' ksoftirqd threads (deferred packet processing,
+    /// not in the server's own CPU time).
+    pub(crate) ksoftirqd_pct: f64,
     pub(crate) pass: Option<bool>,
     pub(crate) load: Summary,
 }
@@ -273,6 +280,22 @@ fn pinned(args: &Args, cpus: &str, program: &Path) -> Command {
     c
 }
 
+/// `0`, `0,1` or `0-1` as taskset takes them.
+fn cpu_list(spec: &str) -> Vec<usize> {
+    let mut cpus = Vec::new();
+    for part in spec.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.trim().parse::<usize>(), b.trim().parse::<usize>()) {
+                    cpus.extend(a..=b);
+                }
+            }
+            None => cpus.extend(part.trim().parse::<usize>().ok()),
+        }
+    }
+    cpus
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -330,7 +353,7 @@ struct Setup {
     _origin: Proc,
     origin_addr: SocketAddr,
     url: String,
-    _dir: PathBuf,
+    dir: PathBuf,
 }
 
 fn start_origin(
@@ -394,7 +417,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
                 _origin: origin,
                 origin_addr,
                 url: format!("http://{addr}/events"),
-                _dir: dir,
+                dir,
             })
         }
         Kind::Nchan => {
@@ -419,7 +442,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
                 _origin: origin,
                 origin_addr,
                 url: format!("http://{addr}/sub"),
-                _dir: dir,
+                dir,
             })
         }
     }
@@ -497,6 +520,7 @@ fn measure(
     let server_tree = setup.server.tree();
     let rss_base = procfs::rss_bytes(&server_tree);
     let kernel_base = procfs::kernel_tcp_bytes().unwrap_or(0);
+    let slab_base = procfs::kernel_slab_bytes().unwrap_or(0);
 
     let mut loads = start_loads(args, exe, &setup.url, clients)?;
     for load in &mut loads {
@@ -520,6 +544,10 @@ fn measure(
     // The server's tree is re-read: nginx may have forked since the baseline.
     let server_tree = setup.server.tree();
     let cpu0 = procfs::cpu_seconds(&server_tree);
+    let server_cores = cpu_list(&args.server_cpus);
+    let softirqd = procfs::ksoftirqd(&server_cores);
+    let softirq0 = procfs::cpu_seconds(&softirqd);
+    let busy0 = procfs::cpu_busy_ticks(&server_cores);
     let load_cpu0 = procfs::cpu_seconds(&load_pids);
     let perf = match &args.perf_dir {
         Some(dir) => Some(start_perf(
@@ -537,10 +565,13 @@ fn measure(
         .unwrap_or(0);
     std::thread::sleep(Duration::from_millis(duration_ms));
     let cpu1 = procfs::cpu_seconds(&server_tree);
+    let softirq1 = procfs::cpu_seconds(&softirqd);
+    let busy1 = procfs::cpu_busy_ticks(&server_cores);
     let load_cpu1 = procfs::cpu_seconds(&load_pids);
     let elapsed = t0.elapsed().as_secs_f64();
     let rss = procfs::rss_bytes(&server_tree);
     let kernel = procfs::kernel_tcp_bytes().unwrap_or(0);
+    let slab = procfs::kernel_slab_bytes().unwrap_or(0);
     let stats = origin_stats(setup.origin_addr)?;
     let events1 = stats["events"].as_u64().unwrap_or(0);
 
@@ -556,7 +587,10 @@ fn measure(
         summary.merge(&one)?;
     }
     drop(loads);
+    let dir = setup.dir.clone();
     drop(setup);
+    // Logs and configs are kept only when something failed (the `?`s above).
+    let _ = fs::remove_dir_all(dir);
 
     let delivered_per_s = summary.events as f64 / summary.duration_s.max(1e-9);
     let server_cpu_s = cpu1 - cpu0;
@@ -578,9 +612,13 @@ fn measure(
         rss_bytes: rss,
         rss_per_conn: rss.saturating_sub(rss_base) as f64 / clients.max(1) as f64,
         kernel_tcp_per_conn: kernel.saturating_sub(kernel_base) as f64 / clients.max(1) as f64,
+        kernel_slab_per_socket: slab.saturating_sub(slab_base) as f64 / (2 * clients.max(1)) as f64,
         upstream: stats["streams_opened"].as_u64().unwrap_or(0)
             + stats["publish_connections"].as_u64().unwrap_or(0),
         load_cpu_pct: (load_cpu1 - load_cpu0) * 100.0 / elapsed,
+        server_core_busy_pct: (busy1.0 - busy0.0) as f64 * 100.0
+            / (busy1.1 - busy0.1).max(1) as f64,
+        ksoftirqd_pct: (softirq1 - softirq0) * 100.0 / elapsed,
         pass: None,
         load: summary,
     })
@@ -671,13 +709,13 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
     let _ = writeln!(t);
     let _ = writeln!(
         t,
-        "| server | scenario | clients | ev/s per client | offered ev/s | delivered/s | p50 ms | p99 ms | p99.9 ms | gaps | dups | reconnects | CPU µs/delivery | × floor | RSS/conn | kernel TCP/conn | upstream conns | events/read | load CPU | pass |"
+        "| server | scenario | clients | ev/s per client | offered ev/s | delivered/s | p50 ms | p99 ms | p99.9 ms | gaps | dups | reconnects | CPU µs/delivery | × floor | RSS/conn | kernel TCP buffers/conn | kernel slab/socket | upstream conns | events/read | load CPU | server core busy | ksoftirqd | pass |"
     );
-    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    let _ = writeln!(t, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {:.0}% | {:.0}% | {} |",
             r.server,
             r.scenario,
             r.clients,
@@ -694,9 +732,12 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
             r.floor_ratio.map_or("–".into(), |f| format!("{f:.2}")),
             kb(r.rss_per_conn),
             kb(r.kernel_tcp_per_conn),
+            kb(r.kernel_slab_per_socket),
             r.upstream,
             r.load.events_per_read(),
             r.load_cpu_pct,
+            r.server_core_busy_pct,
+            r.ksoftirqd_pct,
             r.pass.map_or("", |p| if p { "yes" } else { "no" }),
         );
     }
@@ -726,4 +767,33 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
         took.as_secs_f64()
     );
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_read_like_taskset() {
+        assert_eq!(cpu_list("0"), [0]);
+        assert_eq!(cpu_list("0,1"), [0, 1]);
+        assert_eq!(cpu_list("0-2,5"), [0, 1, 2, 5]);
+    }
+
+    #[test]
+    fn the_floor_used_is_the_one_at_a_similar_socket_count() {
+        let f = |sockets| FloorResult {
+            sockets,
+            rate: 10.0,
+            writes: 1,
+            blocked: 0,
+            duration_s: 1.0,
+            cpu_s: 1.0,
+            us_per_write: sockets as f64,
+        };
+        let floors = [f(1000), f(10_000)];
+        assert_eq!(floor_for(&floors, 1000).map(|f| f.sockets), Some(1000));
+        assert_eq!(floor_for(&floors, 9_500).map(|f| f.sockets), Some(10_000));
+        assert!(floor_for(&floors, 19_000).is_none());
+    }
 }
