@@ -223,12 +223,13 @@ async fn publish(args: Args, url: http::Uri, shared: Arc<Shared>) -> anyhow::Res
     let host = url.host().context("--publish needs a host")?.to_owned();
     let port = url.port_u16().unwrap_or(80);
     let path = url.path_and_query().map_or("/", |p| p.as_str()).to_owned();
-    if args.rate == 0.0 {
-        return std::future::pending().await;
-    }
+    // Connected even when idle, so the upstream count shows the one publisher.
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
     tcp.set_nodelay(true)?;
     shared.publish_connections.fetch_add(1, Ordering::Relaxed);
+    if args.rate == 0.0 {
+        return std::future::pending().await;
+    }
     let (mut reader, mut writer) = tcp.into_split();
     let answers = {
         let shared = Arc::clone(&shared);

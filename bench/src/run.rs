@@ -65,8 +65,11 @@ pub(crate) struct Args {
     /// Skip the floor probe.
     #[arg(long)]
     pub(crate) no_floor: bool,
-    /// Run the server, origin and load processes at this nice level (e.g. -5 on a
-    /// machine where other work competes for the same cores; needs root).
+    /// Run the server, origin, load and floor processes at this nice level, each
+    /// in its own session whose autogroup gets the same nice value (with
+    /// `sched_autogroup`, plain nice only ranks processes within one session, so
+    /// it does nothing against other sessions' work). E.g. -10 on a machine where
+    /// other work competes for the same cores; needs root.
     #[arg(long, allow_hyphen_values = true)]
     pub(crate) nice: Option<i32>,
     /// Record a `perf` profile (software cpu-clock sampling, user and kernel) of
@@ -266,18 +269,43 @@ impl Drop for Proc {
     }
 }
 
-/// `[nice -n N] taskset -c CPUS program` (both exec: the pid is the program's).
+/// `[nice -n N setsid] taskset -c CPUS program` (each execs the next: the pid is
+/// the program's).
 fn pinned(args: &Args, cpus: &str, program: &Path) -> Command {
     let mut c = match args.nice {
         Some(n) => {
             let mut c = Command::new("nice");
-            c.args(["-n", &n.to_string(), "taskset"]);
+            c.args(["-n", &n.to_string(), "setsid", "taskset"]);
             c
         }
         None => Command::new("taskset"),
     };
     c.args(["-c", cpus]).arg(program);
     c
+}
+
+/// Gives the new session of `pid` (see `pinned`) the `--nice` value, so its
+/// processes compete with other sessions at that weight.
+fn boost(args: &Args, pid: u32) {
+    if let Some(n) = args.nice {
+        // setsid execs the program only once it has called setsid(); wait for that.
+        for _ in 0..100 {
+            let own_session = fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_owned();
+                    rest.split_whitespace().nth(3)?.parse::<u32>().ok()
+                })
+                .is_some_and(|sid| sid == pid);
+            if own_session {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if let Err(error) = fs::write(format!("/proc/{pid}/autogroup"), n.to_string()) {
+            eprintln!("run: cannot set the autogroup nice of {pid}: {error}");
+        }
+    }
 }
 
 /// `0`, `0,1` or `0-1` as taskset takes them.
@@ -379,6 +407,7 @@ fn start_origin(
         c.args(["--publish", url]);
     }
     let origin = Proc::spawn("origin", &mut c)?;
+    boost(args, origin.pid());
     let addr = wait_for_line(&log, Duration::from_secs(10), |l| {
         l.strip_prefix("origin listening addr=")?.parse().ok()
     })?;
@@ -406,6 +435,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(&log)?);
             let server = Proc::spawn("sse-gateway", &mut c)?;
+            boost(args, server.pid());
             let addr: SocketAddr = wait_for_line(&log, Duration::from_secs(10), |l| {
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
                 let f = v.get("fields")?;
@@ -433,6 +463,7 @@ fn start(args: &Args, exe: &Path, kind: Kind, rate: f64) -> anyhow::Result<Setup
                 .stdout(Stdio::null())
                 .stderr(fs::File::create(dir.join("nginx.stderr"))?);
             let server = Proc::spawn("nginx", &mut c)?;
+            boost(args, server.pid());
             let addr = SocketAddr::from(([127, 0, 0, 1], port));
             wait_for_port(addr)?;
             let (origin, origin_addr) =
@@ -485,6 +516,7 @@ fn start_loads(args: &Args, exe: &Path, url: &str, clients: usize) -> anyhow::Re
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
         let mut proc = Proc::spawn("load", &mut c)?;
+        boost(args, proc.pid());
         let stdin = proc.child.stdin.take().context("load stdin")?;
         let stdout = BufReader::new(proc.child.stdout.take().context("load stdout")?);
         loads.push(Load {
@@ -650,12 +682,17 @@ fn start_perf(
 }
 
 fn floor(args: &Args, exe: &Path, sockets: usize, rate: f64) -> anyhow::Result<FloorResult> {
-    let out = pinned(args, &args.server_cpus, exe)
+    let mut out = pinned(args, &args.server_cpus, exe);
+    let out = out
         .args(["floor", "--sockets", &sockets.to_string()])
         .args(["--rate", &rate.to_string(), "--duration", "10"])
         .args(["--reader-cpu", &args.load_cpus])
         .stdin(Stdio::null())
-        .output()?;
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    boost(args, out.id());
+    let out = out.wait_with_output()?;
     if !out.status.success() {
         bail!(
             "floor probe failed: {}",
