@@ -56,7 +56,8 @@ pub(crate) struct Args {
     /// After `ready`, read `start <epoch ms> <duration ms>` from stdin.
     #[arg(long)]
     pub(crate) wait_start: bool,
-    /// Each client stops after this many events; the summary follows when all have.
+    /// Each client stops after this many events (finishing the read that holds the
+    /// last one); the summary follows when all have.
     #[arg(long)]
     pub(crate) events: Option<u64>,
     /// Connections being opened at once.
@@ -65,6 +66,9 @@ pub(crate) struct Args {
     /// Delay before a client whose stream ended reconnects.
     #[arg(long, default_value_t = 250)]
     pub(crate) reconnect_ms: u64,
+    /// `Last-Event-ID` of every client's first request (`0` replays the origin's history).
+    #[arg(long)]
+    pub(crate) last_event_id: Option<String>,
     /// Seconds to wait for every client to connect before going on without them.
     #[arg(long, default_value_t = 60.0)]
     pub(crate) connect_timeout: f64,
@@ -169,6 +173,7 @@ struct Plan {
     src_count: u32,
     reconnect: Duration,
     events: Option<u64>,
+    first_last_id: Option<Box<str>>,
     connect: Semaphore,
 }
 
@@ -180,13 +185,21 @@ impl Plan {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
+    let summary = measure(args)?;
+    emit(&serde_json::to_string(&summary)?)?;
+    Ok(())
+}
+
+/// Runs the clients and returns what they saw; the client tasks still running at
+/// the end of a timed window are dropped with the runtime.
+fn measure(args: Args) -> anyhow::Result<Summary> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     LocalSet::new().block_on(&runtime, drive(args))
 }
 
-async fn drive(args: Args) -> anyhow::Result<()> {
+async fn drive(args: Args) -> anyhow::Result<Summary> {
     if args.url.scheme_str() != Some("http") {
         bail!("--url must be http://");
     }
@@ -206,6 +219,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
         src_count: args.src_count,
         reconnect: Duration::from_millis(args.reconnect_ms),
         events: args.events,
+        first_last_id: args.last_event_id.as_deref().map(Box::from),
         connect: Semaphore::new(args.connect_concurrency.max(1)),
     });
     let stats = Rc::new(RefCell::new(Stats {
@@ -236,13 +250,14 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     eprintln!("load: {ready}/{} clients connected", args.clients);
 
     if args.events.is_some() {
+        // Counted from the first byte, not from a window: a replayed history with a
+        // fault early in it must not be reset away.
         let start = Instant::now();
         let cpu = procfs::self_cpu_seconds();
-        reset(&stats);
         for t in tasks {
             t.await?;
         }
-        return finish(&stats, &connected, start, cpu);
+        return Ok(finish(&stats, &connected, start, cpu));
     }
 
     let duration = if args.wait_start {
@@ -263,9 +278,7 @@ async fn drive(args: Args) -> anyhow::Result<()> {
     let cpu = procfs::self_cpu_seconds();
     reset(&stats);
     tokio::time::sleep(duration).await;
-    finish(&stats, &connected, start, cpu)?;
-    // The client tasks never end by themselves; the window is over.
-    std::process::exit(0);
+    Ok(finish(&stats, &connected, start, cpu))
 }
 
 fn parse_start(line: &str) -> anyhow::Result<(u64, u64)> {
@@ -302,7 +315,7 @@ fn finish(
     connected: &Cell<usize>,
     start: Instant,
     cpu_at_start: f64,
-) -> anyhow::Result<()> {
+) -> Summary {
     let mut st = stats.borrow_mut();
     let hist = st.hist.clone();
     let s = &mut st.s;
@@ -310,8 +323,7 @@ fn finish(
     s.cpu_s = procfs::self_cpu_seconds() - cpu_at_start;
     s.connected = connected.get();
     s.set_histogram(&hist);
-    emit(&serde_json::to_string(s)?)?;
-    Ok(())
+    s.clone()
 }
 
 /// Why a client's session ended.
@@ -331,7 +343,7 @@ async fn client(
     connected: Rc<Cell<usize>>,
 ) {
     let mut tracker = Tracker::default();
-    let mut last_id: Option<Box<str>> = None;
+    let mut last_id = plan.first_last_id.clone();
     let mut received = 0u64;
     let mut first = true;
     loop {
@@ -557,9 +569,59 @@ mod tests {
             src_count: 3,
             reconnect: Duration::ZERO,
             events: None,
+            first_last_id: None,
             connect: Semaphore::new(1),
         };
         let ips: Vec<_> = (0..4).map(|i| plan.source(i).ip().to_string()).collect();
         assert_eq!(ips, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);
+    }
+
+    #[test]
+    fn a_skipped_and_a_repeated_event_are_counted_through_real_sockets() {
+        // The origin replays from event 1 (Last-Event-ID 0), so every client sees the
+        // injected faults whenever it connects: counting, not timing, decides.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let origin = crate::origin::Args {
+            listen: addr,
+            rate: 2000.0,
+            size: 256,
+            history: 1000,
+            events: Some(200),
+            skip: vec![30],
+            dup: vec![40],
+            publish: None,
+        };
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                crate::origin::serve(origin, listener).await
+            })
+        });
+        let summary = measure(Args {
+            url: format!("http://{addr}/events").parse().unwrap(),
+            clients: 3,
+            src_first: Ipv4Addr::new(127, 0, 0, 2),
+            src_count: 3,
+            warmup: 0.0,
+            duration: 0.0,
+            wait_start: false,
+            events: Some(100),
+            connect_concurrency: 3,
+            reconnect_ms: 10,
+            last_event_id: Some("0".into()),
+            connect_timeout: 60.0,
+        })
+        .unwrap();
+        assert_eq!(summary.ready, 3);
+        // Each client stops once it has 100 (after the read that holds the 100th).
+        assert!(summary.events >= 300, "{}", summary.events);
+        assert_eq!((summary.gaps, summary.dups), (3, 3));
+        assert_eq!((summary.malformed, summary.errors), (0, 0));
     }
 }

@@ -113,6 +113,15 @@ impl History {
 }
 
 pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    eprintln!("origin listening addr={}", listener.local_addr()?);
+    serve(args, listener).await
+}
+
+/// Produces (or publishes) events and serves streams and `/stats` on `listener`.
+pub(crate) async fn serve(args: Args, listener: TcpListener) -> anyhow::Result<()> {
     if args.rate < 0.0 || !args.rate.is_finite() {
         bail!("--rate must be a finite number >= 0");
     }
@@ -128,11 +137,6 @@ pub(crate) async fn run(args: Args) -> anyhow::Result<()> {
         publish_connections: AtomicU64::new(0),
         publish_errors: AtomicU64::new(0),
     });
-    let listener = TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    eprintln!("origin listening addr={}", listener.local_addr()?);
-
     let producer = {
         let shared = Arc::clone(&shared);
         let args = args.clone();
