@@ -728,6 +728,15 @@ fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// A latency cell: a dash where no event was delivered (idle rows).
+fn ms(r: &Row, value: f64) -> String {
+    if r.load.events == 0 {
+        "–".to_owned()
+    } else {
+        format!("{value:.1}")
+    }
+}
+
 fn kb(bytes: f64) -> String {
     format!("{:.1} KB", bytes / 1000.0)
 }
@@ -752,16 +761,16 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
     for r in rows {
         let _ = writeln!(
             t,
-            "| {} | {} | {} | {} | {:.0} | {:.0} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0}% | {:.0}% | {:.0}% | {} |",
+            "| {} | {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.0}% | {:.0}% | {:.0}% | {} |",
             r.server,
             r.scenario,
             r.clients,
             r.rate,
             r.offered_per_s,
             r.delivered_per_s,
-            r.load.p50_ms,
-            r.load.p99_ms,
-            r.load.p999_ms,
+            ms(r, r.load.p50_ms),
+            ms(r, r.load.p99_ms),
+            ms(r, r.load.p999_ms),
             r.load.gaps,
             r.load.dups,
             r.load.reconnects,
@@ -771,7 +780,11 @@ fn render(rows: &[Row], floors: &[FloorResult], took: Duration, versions: &str) 
             kb(r.kernel_tcp_per_conn),
             kb(r.kernel_slab_per_socket),
             r.upstream,
-            r.load.events_per_read(),
+            if r.load.events == 0 {
+                "–".to_owned()
+            } else {
+                format!("{:.2}", r.load.events_per_read())
+            },
             r.load_cpu_pct,
             r.server_core_busy_pct,
             r.ksoftirqd_pct,
