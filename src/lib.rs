@@ -16,12 +16,16 @@
 //!
 //! Module dependencies point one way: `main → server, admin, hub, drain, config`,
 //! `server → hub, drain, metrics, config`, `hub → upstream, sse, metrics, config`,
-//! `upstream → sse, config`; `sse`, `config`, `metrics` and `drain` use nothing of ours.
+//! `upstream → sse, config`; `sse`, `config`, `metrics` and `drain` use nothing of ours
+//! (`telemetry::error_chain`, how errors are written into logs, is used everywhere).
 
 pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod drain;
+/// Entry points for `fuzz/` and `tests/fuzz_properties.rs`; not a stable API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hub;
 pub mod metrics;
 pub mod server;

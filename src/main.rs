@@ -8,12 +8,12 @@ use tracing::{error, info, warn};
 
 use sse_gateway::admin::Admin;
 use sse_gateway::cli::Args;
-use sse_gateway::config::Config;
+use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::{Drain, Signal, Signals};
-use sse_gateway::hub::Hub;
+use sse_gateway::hub::{self, Hub};
 use sse_gateway::metrics::Metrics;
-use sse_gateway::server::Server;
-use sse_gateway::telemetry;
+use sse_gateway::server::{self, Server};
+use sse_gateway::telemetry::{self, error_chain};
 
 /// Exit code for a bad configuration (and `--check` failures).
 const EX_CONFIG: u8 = 2;
@@ -29,6 +29,16 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Like `nginx -t`, the certificates are part of the configuration: read them
+    // before anything starts, so a bad one is the same exit 2 as a bad key.
+    if let Err(error) = server::check_tls(&config.listen) {
+        eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
+    if let Err(error) = hub::check_upstream_tls(&config.routes) {
+        eprintln!("error: {}: {}", config.file.display(), error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
     if args.check {
         // `--check` prints its summary for a person to read: stdout is the point.
         #[allow(clippy::print_stdout)]
@@ -49,13 +59,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_START);
         }
     };
-    let code = runtime.block_on(run(config));
+    let code = runtime.block_on(run(config, &args.overrides()));
     // Whatever is left (connections past the drain deadline) is dropped, not awaited.
     runtime.shutdown_background();
     ExitCode::from(code)
 }
 
-async fn run(config: Config) -> u8 {
+async fn run(config: Config, overrides: &Overrides) -> u8 {
     // Handlers first, so a signal sent on seeing `listening` is never missed.
     let mut signals = match Signals::install() {
         Ok(signals) => signals,
@@ -72,9 +82,14 @@ async fn run(config: Config) -> u8 {
         Ok(bound) => bound,
         Err(error) => {
             error!(error = %error_chain(&error), "cannot start");
-            return EX_START;
+            return if error.is_config() {
+                EX_CONFIG
+            } else {
+                EX_START
+            };
         }
     };
+    let tls = bound.tls_reload();
     let admin = match Admin::bind(config.admin.addr).await {
         Ok(admin) => admin,
         Err(error) => {
@@ -82,30 +97,56 @@ async fn run(config: Config) -> u8 {
             return EX_START;
         }
     };
-    admin.serve(Arc::clone(&metrics), drain.watch());
-    bound.serve(&config, hub, metrics, drain.watch(), &drain.tracker());
+    admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
+    let serving = bound.serve(
+        &config,
+        hub,
+        Arc::clone(&metrics),
+        drain.watch(),
+        &drain.tracker(),
+    );
 
+    let mut deadline = config.drain.deadline;
     loop {
         match signals.recv().await {
             Signal::Terminate => break,
-            Signal::Reload => match Config::load(&config.file, &Default::default()) {
-                Ok(_) => warn!("SIGHUP: the file is valid, but applying a reload needs a restart in this version"),
-                Err(error) => warn!(error = %error, "SIGHUP: configuration rejected; keeping the running one"),
+            Signal::Reload => match Config::load(&config.file, overrides) {
+                // Certificates first: a listener whose new files don't load rejects
+                // the whole reload, so routes and certificates never disagree.
+                Ok(new) => match hub::check_upstream_tls(&new.routes)
+                    .map_err(|e| error_chain(&e))
+                    .and_then(|()| tls.reload_tls(&new.listen).map_err(|e| error_chain(&e)))
+                {
+                    Err(error) => {
+                        metrics.reload(false);
+                        warn!(error = %error, "reload rejected; the running configuration stays")
+                    }
+                    Ok(tls_listeners) => {
+                        metrics.reload(true);
+                        let reloaded = serving.reload(&new);
+                        if reloaded.listeners_kept {
+                            warn!("reload: listener addresses changed; they apply after a restart");
+                        }
+                        if reloaded.limits_kept {
+                            warn!("reload: limits changed; they apply after a restart");
+                        }
+                        deadline = new.drain.deadline;
+                        info!(
+                            routes = new.routes.len(),
+                            sources_closed = reloaded.sources_closed,
+                            tls_listeners,
+                            "configuration reloaded"
+                        );
+                    }
+                },
+                Err(error) => {
+                    metrics.reload(false);
+                    warn!(error = %error, "reload rejected; the running configuration stays")
+                }
             },
         }
     }
-    let outcome = drain.run(config.drain.deadline, &mut signals).await;
+    let outcome = drain.run(deadline, &mut signals).await;
     info!(exit_code = outcome.exit_code(), "exiting");
     outcome.exit_code()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -21,3 +21,17 @@ pub fn init(format: LogFormat) {
             .init(),
     }
 }
+
+/// An error and its causes as one line, `error: cause: cause`, for a log field or
+/// a message on stderr. Each level's `Display` covers only itself, so this is
+/// where the whole story is told, once.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

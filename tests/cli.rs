@@ -144,21 +144,64 @@ async fn repository_config_streams_the_demo_with_no_other_process() {
 }
 
 #[tokio::test]
-async fn json_logs_are_one_json_object_per_line() {
-    let gw = GatewayProcess::start(
+async fn json_logs_are_one_json_object_per_line_with_span_fields() {
+    let dir = TempDir::new("json");
+    let config = dir.write(
+        "gateway.yaml",
         "routes:\n  - path: /demo\n    upstream: builtin:clock\n",
+    );
+    let gw = GatewayProcess::start_env(
+        &config,
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
         &["--log-format", "json"],
+        &[("RUST_LOG", "debug")],
     );
     let mut r = SseReader::get(&gw.url("/demo")).await;
     r.take(1).await;
+    drop(r);
+    eventually!(
+        gw.log_text().contains("client left"),
+        "stream closed and logged"
+    );
     let log = gw.log_text();
-    assert!(!log.is_empty());
-    for line in log.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-        assert!(v.get("level").is_some(), "{line}");
-    }
-    assert!(log.contains("\"listening\""), "{log}");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|v| v.get("level").is_some() && v.get("fields").is_some()));
+    let find = |message: &str| {
+        lines
+            .iter()
+            .find(|v| v["fields"]["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} line in {log}"))
+    };
+    let listening = find("listening");
+    assert!(listening["fields"]["addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // A client's lines carry its connection's and its stream's span fields.
+    let subscribed = find("client subscribed");
+    let spans = subscribed["spans"].as_array().unwrap();
+    let conn = spans
+        .iter()
+        .find(|s| s["name"] == "conn")
+        .expect("conn span");
+    assert!(conn["conn.id"].is_u64());
+    assert!(conn["client.addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    // The event's own span is the stream; its ancestors are listed in `spans`.
+    let stream = &subscribed["span"];
+    assert_eq!(stream["name"], "stream");
+    assert_eq!(stream["route"], "/demo");
+    assert_eq!(stream["source.key"], "builtin:clock");
+    assert_eq!(stream["protocol"], "HTTP/1.1");
+    let connected = find("upstream connected");
+    assert_eq!(connected["span"]["source.key"], "builtin:clock");
 }
 
 #[tokio::test]

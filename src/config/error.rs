@@ -74,10 +74,10 @@ impl ConfigError {
             file: file.to_owned(),
             key_path: None,
             location,
-            message: format!(
+            message: one_line(&format!(
                 "invalid YAML: {}",
                 bare_message(&error.to_string(), location, &[])
-            ),
+            )),
         }
     }
 
@@ -105,13 +105,29 @@ impl ConfigError {
                 .replacen("invalid type: unit value", "invalid type: empty value", 1);
             (join_path(&segments), message)
         };
+        // The file's own text (an unknown key, which YAML lets span lines) is in the
+        // message and the key path: escape it, so the error stays one line.
         ConfigError::Invalid {
             file: file.to_owned(),
-            key_path,
+            key_path: key_path.as_deref().map(one_line),
             location,
-            message,
+            message: one_line(&message),
         }
     }
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`), so text from the file
+/// can neither break the one-line error nor forge a line of its own in a log.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn render_invalid(
@@ -209,6 +225,32 @@ mod tests {
         assert_eq!(
             unknown_key_message("x", "x`, there are no fields"),
             "unknown key `x`"
+        );
+    }
+
+    #[test]
+    fn an_unknown_key_spanning_lines_is_escaped_to_one_line() {
+        // Found by the config_load fuzz target: a plain multi-line key in a flow
+        // mapping (`{x\n\n:.}`) came back verbatim, line breaks and all.
+        // Reproducer: fuzz/regressions/config_load/crash-bb4b1f0c…-multiline_unknown_key.
+        let err = crate::config::Config::parse(
+            "{\n\n\nx\n\n\n:.}",
+            Path::new("g.yaml"),
+            &crate::config::Overrides::default(),
+        )
+        .unwrap_err();
+        let shown = err.to_string();
+        assert!(!shown.contains('\n'), "{shown:?}");
+        assert!(shown.contains("unknown key `x\\n\\n:.`"), "{shown}");
+        let err = crate::config::Config::parse(
+            "\"a\\nb\\u001b[31m\": 1\n",
+            Path::new("g.yaml"),
+            &crate::config::Overrides::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown key `a\\nb\\u{1b}[31m`"),
+            "{err}"
         );
     }
 

@@ -51,6 +51,7 @@ pub struct Config {
     /// Global replay settings; each route carries its effective value.
     pub replay: ReplayConfig,
     pub upstream: UpstreamConfig,
+    pub limits: LimitsConfig,
     /// In file order; never empty, no two match the same request paths.
     pub routes: Vec<RouteConfig>,
 }
@@ -182,6 +183,105 @@ impl Default for BackoffConfig {
     }
 }
 
+/// Caps that keep one client, one route or one address from crowding out the rest,
+/// and the connection timeouts of the public listeners.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    /// Client streams open at once, over all routes; `None`: no cap.
+    pub max_clients: Option<usize>,
+    /// Client streams open at once on one route; `None`: no cap.
+    pub max_clients_per_route: Option<usize>,
+    /// Client streams open at once from one client IP address; `None`: no cap.
+    pub max_clients_per_ip: Option<usize>,
+    /// How a subscriber over a cap is answered (a route may override it).
+    pub over_limit: OverLimit,
+    /// Time allowed for a request head to arrive (slowloris); on HTTP/1.1 it also
+    /// bounds the wait for the next request on a kept-alive connection. Non-zero.
+    pub header_read_timeout: Duration,
+    /// The largest request head (request line and headers) accepted, in bytes; at
+    /// least 8KiB (hyper's smallest read buffer).
+    pub max_header_size: usize,
+    /// A connection with no request in flight for this long is closed (HTTP/2 gets
+    /// GOAWAY). Never applies while a client stream is open. Non-zero.
+    pub idle_timeout: Duration,
+}
+
+/// The smallest `limits.max_header_size`: hyper's HTTP/1 read buffer can't be smaller.
+pub const MIN_HEADER_SIZE: usize = 8 * 1024;
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_clients: Some(10_000),
+            max_clients_per_route: None,
+            max_clients_per_ip: None,
+            over_limit: OverLimit::Retry,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_size: 16 * 1024,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// How a subscriber over a limit is told to come back later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OverLimit {
+    /// `200`, `text/event-stream`, `retry: <client.retry>`, end of stream. A browser's
+    /// `EventSource` gives up for good on any other status, so this is the default.
+    Retry,
+    /// `503` with `retry-after`, for non-browser clients.
+    Unavailable,
+}
+
+impl fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            OverLimit::Retry => "retry",
+            OverLimit::Unavailable => "503",
+        })
+    }
+}
+
+impl TryFrom<&str> for OverLimit {
+    type Error = String;
+
+    fn try_from(text: &str) -> Result<Self, String> {
+        match text {
+            "retry" => Ok(OverLimit::Retry),
+            "503" => Ok(OverLimit::Unavailable),
+            _ => Err(format!("expected `retry` or `503`, got {text:?}")),
+        }
+    }
+}
+
+impl TryFrom<u64> for OverLimit {
+    type Error = String;
+
+    fn try_from(n: u64) -> Result<Self, String> {
+        match n {
+            503 => Ok(OverLimit::Unavailable),
+            _ => Err(format!("expected `retry` or `503`, got {n}")),
+        }
+    }
+}
+
+/// Cross-origin access to a route from browsers (`cors:` on a route).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CorsConfig {
+    pub origins: CorsOrigins,
+    /// Allow cookies and HTTP authentication (`withCredentials`); never with `*`.
+    pub credentials: bool,
+}
+
+/// The origins a route answers with CORS headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CorsOrigins {
+    /// `*`: every origin (without credentials).
+    Any,
+    /// These exact origins (`https://app.example.com`), lowercase; never empty.
+    List(Vec<String>),
+}
+
 /// One configured client path and where its events come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConfig {
@@ -198,6 +298,16 @@ pub struct RouteConfig {
     pub client: ClientConfig,
     /// Stamp every event with a gateway-assigned id (for upstreams that send none).
     pub assign_ids: bool,
+    /// Fetch a resumption's missing events from the upstream when the replay buffer
+    /// no longer holds them. Default: true for http(s) upstreams, false for builtins.
+    pub backfill: bool,
+    /// PEM file of the CA(s) an `https://` upstream's certificate must chain to,
+    /// instead of the system and webpki roots (private CAs). Relative to the file.
+    pub ca: Option<PathBuf>,
+    /// Effective: the route's `over_limit` if given, else `limits.over_limit`.
+    pub over_limit: OverLimit,
+    /// `None`: no CORS headers, and `OPTIONS` is `405` like any other method.
+    pub cors: Option<CorsConfig>,
 }
 
 /// Command-line values that replace configured ones; merged before validation.
@@ -301,6 +411,7 @@ impl Config {
             format_duration(self.upstream.linger),
             format_size(self.upstream.max_line)
         );
+        let _ = writeln!(out, "  {:<10} {}", "limits", LimitsLine(&self.limits));
         let _ = writeln!(out, "  routes ({})", self.routes.len());
         let width = self
             .routes
@@ -352,7 +463,45 @@ impl Config {
         if route.assign_ids {
             notes.push("assign ids".to_owned());
         }
+        if !route.backfill && matches!(route.upstream, UpstreamTarget::Http(_)) {
+            notes.push("no backfill".to_owned());
+        }
+        if route.over_limit != self.limits.over_limit {
+            notes.push(format!("over limit {}", route.over_limit));
+        }
+        if let Some(cors) = &route.cors {
+            let origins = match &cors.origins {
+                CorsOrigins::Any => "*".to_owned(),
+                CorsOrigins::List(list) => list.join(" "),
+            };
+            let credentials = if cors.credentials {
+                " with credentials"
+            } else {
+                ""
+            };
+            notes.push(format!("cors {origins}{credentials}"));
+        }
         notes
+    }
+}
+
+struct LimitsLine<'a>(&'a LimitsConfig);
+
+impl fmt::Display for LimitsLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cap = |limit: Option<usize>| limit.map_or_else(|| "any".to_owned(), |n| n.to_string());
+        let limits = self.0;
+        write!(
+            f,
+            "clients {} (per route {}, per ip {}), over limit {}, header timeout {}, max header {}, idle {}",
+            cap(limits.max_clients),
+            cap(limits.max_clients_per_route),
+            cap(limits.max_clients_per_ip),
+            limits.over_limit,
+            format_duration(limits.header_read_timeout),
+            format_size(limits.max_header_size),
+            format_duration(limits.idle_timeout)
+        )
     }
 }
 
@@ -1326,6 +1475,119 @@ routes:
         assert!(err.to_string().ends_with("missing key `key`"), "{err}");
     }
 
+    // === limits ===
+
+    #[test]
+    fn limits_default_to_ten_thousand_clients_and_retry() {
+        let limits = parse(ROUTE).unwrap().limits;
+        assert_eq!(limits, LimitsConfig::default());
+        assert_eq!(limits.max_clients, Some(10_000));
+        assert_eq!(limits.max_clients_per_route, None);
+        assert_eq!(limits.over_limit, OverLimit::Retry);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_zero_limit_means_no_limit() {
+        let config = parse(&with_route(
+            "limits: { max_clients: 0, max_clients_per_route: 5, max_clients_per_ip: \"2\" }\n",
+        ))
+        .unwrap();
+        assert_eq!(config.limits.max_clients, None);
+        assert_eq!(config.limits.max_clients_per_route, Some(5));
+        assert_eq!(config.limits.max_clients_per_ip, Some(2));
+    }
+
+    #[test]
+    fn over_limit_is_retry_or_503_and_routes_inherit_it() {
+        let config = parse(
+            "limits: { over_limit: 503 }\nroutes:\n  - path: /a\n    upstream: http://u/a\n  - path: /b\n    upstream: http://u/b\n    over_limit: retry\n",
+        )
+        .unwrap();
+        assert_eq!(config.limits.over_limit, OverLimit::Unavailable);
+        assert_eq!(config.routes[0].over_limit, OverLimit::Unavailable);
+        assert_eq!(config.routes[1].over_limit, OverLimit::Retry);
+        let err = parse_err(&with_route("limits: { over_limit: 429 }\n"));
+        assert_eq!(err.key_path(), Some("limits.over_limit"));
+        assert!(
+            err.to_string()
+                .ends_with("expected `retry` or `503`, got 429"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_header_size_must_fit_hypers_smallest_buffer() {
+        let err = parse_err(&with_route("limits: { max_header_size: 4KiB }\n"));
+        assert_eq!(err.key_path(), Some("limits.max_header_size"));
+        assert!(
+            err.to_string()
+                .ends_with("must be at least 8KiB (got 4KiB)"),
+            "{err}"
+        );
+        let config = parse(&with_route("limits: { max_header_size: 32KiB }\n")).unwrap();
+        assert_eq!(config.limits.max_header_size, 32 * 1024);
+    }
+
+    #[test]
+    fn a_zero_header_read_timeout_is_rejected() {
+        let err = parse_err(&with_route("limits: { header_read_timeout: 0s }\n"));
+        assert_eq!(err.key_path(), Some("limits.header_read_timeout"));
+    }
+
+    // === cors ===
+
+    fn route_with(extra: &str) -> String {
+        format!("routes:\n  - path: /a\n    upstream: http://u/a\n{extra}")
+    }
+
+    #[test]
+    fn cors_origins_are_kept_lowercase() {
+        let config = parse(&route_with(
+            "    cors: { origins: [\"https://App.example.com\", \"http://localhost:3000\"], credentials: true }\n",
+        ))
+        .unwrap();
+        assert_eq!(
+            config.routes[0].cors,
+            Some(CorsConfig {
+                origins: CorsOrigins::List(vec![
+                    "https://app.example.com".into(),
+                    "http://localhost:3000".into()
+                ]),
+                credentials: true,
+            })
+        );
+    }
+
+    #[test]
+    fn cors_star_is_any_origin_without_credentials() {
+        let config = parse(&route_with("    cors: { origins: [\"*\"] }\n")).unwrap();
+        let cors = config.routes[0].cors.clone().unwrap();
+        assert_eq!(cors.origins, CorsOrigins::Any);
+        assert!(!cors.credentials);
+        let err = parse_err(&route_with(
+            "    cors: { origins: [\"*\"], credentials: true }\n",
+        ));
+        assert_eq!(err.key_path(), Some("routes[0].cors"));
+        let err = parse_err(&route_with(
+            "    cors: { origins: [\"*\", \"https://a.example\"] }\n",
+        ));
+        assert_eq!(err.key_path(), Some("routes[0].cors.origins"));
+    }
+
+    #[test]
+    fn a_cors_origin_has_no_path_and_an_empty_list_is_rejected() {
+        let err = parse_err(&route_with(
+            "    cors:\n      origins: [\"https://a.example/app\"]\n",
+        ));
+        assert_eq!(err.key_path(), Some("routes[0].cors.origins[0]"));
+        assert_eq!(err.location(), Some((5, 17)));
+        let err = parse_err(&route_with("    cors: { origins: [\"a.example\"] }\n"));
+        assert!(err.to_string().contains("invalid origin"), "{err}");
+        let err = parse_err(&route_with("    cors: { origins: [] }\n"));
+        assert_eq!(err.key_path(), Some("routes[0].cors.origins"));
+    }
+
     // === overrides ===
 
     #[test]
@@ -1678,6 +1940,7 @@ routes:
             "heartbeat  15s",
             "backoff 250ms..30s",
             "max line 64KiB",
+            "limits     clients 10000 (per route any, per ip any), over limit retry, header timeout 10s, max header 16KiB, idle 1m",
             "routes (3)",
             "/rooms/{room} -> http://127.0.0.1:9000/rooms/{room}  (headers: authorization; replay 4096 events, gap event \"gap\")",
             "/demo         -> builtin:clock\n",

@@ -17,8 +17,8 @@ use http::{HeaderName, HeaderValue};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
-use super::units::{ByteSize, Count, HumanDuration, NonZeroDuration};
-use super::{Overrides, PathTemplate, UpstreamTarget};
+use super::units::{ByteSize, Count, HumanDuration, Limit, NonZeroDuration, NumberOrText};
+use super::{OverLimit, Overrides, PathTemplate, UpstreamTarget};
 
 /// Deserializes the whole document. An empty document (or one holding only comments)
 /// is `None`, so the caller can say "missing key `routes`" instead of a type error.
@@ -48,6 +48,7 @@ pub(super) struct RawConfig {
     pub(super) drain: Option<RawDrain>,
     pub(super) replay: Option<RawReplay>,
     pub(super) upstream: Option<RawUpstream>,
+    pub(super) limits: Option<RawLimits>,
     /// `Option` so that a missing and an empty `routes` both reach validation, which
     /// words each error for what the operator wrote.
     pub(super) routes: Option<Vec<RawRoute>>,
@@ -154,6 +155,28 @@ pub(super) struct RawBackoff {
     pub(super) max: Option<NonZeroDuration>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a mapping of limits")]
+pub(super) struct RawLimits {
+    pub(super) max_clients: Option<Limit>,
+    pub(super) max_clients_per_route: Option<Limit>,
+    pub(super) max_clients_per_ip: Option<Limit>,
+    pub(super) over_limit: Option<OverLimit>,
+    pub(super) header_read_timeout: Option<NonZeroDuration>,
+    pub(super) max_header_size: Option<ByteSize>,
+    pub(super) idle_timeout: Option<NonZeroDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a mapping with `origins` (and optionally `credentials`)"
+)]
+pub(super) struct RawCors {
+    pub(super) origins: Vec<Origin>,
+    pub(super) credentials: Option<bool>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(
     deny_unknown_fields,
@@ -168,6 +191,10 @@ pub(super) struct RawRoute {
     pub(super) heartbeat: Option<NonZeroDuration>,
     pub(super) client: Option<RawClient>,
     pub(super) assign_ids: Option<bool>,
+    pub(super) backfill: Option<bool>,
+    pub(super) ca: Option<FilePath>,
+    pub(super) over_limit: Option<OverLimit>,
+    pub(super) cors: Option<RawCors>,
 }
 
 // === leaf types ===
@@ -213,6 +240,55 @@ impl TryFrom<&str> for FilePath {
 impl<'de> Deserialize<'de> for FilePath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserialize_str_via(deserializer, "a file path")
+    }
+}
+
+/// One entry of `cors.origins`: `*`, or an origin as browsers send it in `Origin`
+/// (`https://app.example.com`, `http://localhost:3000`): scheme, host and optional
+/// port, no path. Kept lowercase, since browsers serialize origins that way.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Origin(pub(super) String);
+
+impl TryFrom<&str> for Origin {
+    type Error = String;
+
+    fn try_from(text: &str) -> Result<Self, String> {
+        if text == "*" {
+            return Ok(Origin(text.to_owned()));
+        }
+        let invalid = || {
+            format!(
+                "invalid origin {text:?} (expected `*` or scheme://host[:port] such as https://app.example.com, without a path)"
+            )
+        };
+        let (scheme, rest) = text.split_once("://").ok_or_else(invalid)?;
+        let scheme_ok = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+        let rest_ok = !rest.is_empty()
+            && !rest.contains(['/', '?', '#', '@'])
+            && rest.parse::<http::uri::Authority>().is_ok();
+        if !scheme_ok || !rest_ok {
+            return Err(invalid());
+        }
+        Ok(Origin(text.to_ascii_lowercase()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Origin {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_str_via(
+            deserializer,
+            "an origin such as https://app.example.com, or *",
+        )
+    }
+}
+
+impl<'de> Deserialize<'de> for OverLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // `deserialize_any`: `503` arrives as an integer, `retry` as a string.
+        deserializer.deserialize_any(NumberOrText::<OverLimit>::new("`retry` or `503`"))
     }
 }
 

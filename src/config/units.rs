@@ -235,15 +235,55 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
+// === impl Limit ===
+
+/// A cap on a number of things (clients): a whole number, where `0` means no cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Limit(pub(super) Option<usize>);
+
+impl TryFrom<&str> for Limit {
+    type Error = String;
+
+    fn try_from(text: &str) -> Result<Self, String> {
+        match text.parse::<u64>() {
+            Ok(n) => Limit::try_from(n),
+            Err(_) => Err(format!(
+                "expected a whole number (0 for no limit), got {text:?}"
+            )),
+        }
+    }
+}
+
+impl TryFrom<u64> for Limit {
+    type Error = String;
+
+    fn try_from(n: u64) -> Result<Self, String> {
+        if n == 0 {
+            return Ok(Limit(None));
+        }
+        usize::try_from(n)
+            .map(|n| Limit(Some(n)))
+            .map_err(|_| format!("{n} is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Limit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NumberOrText::<Limit>::new(
+            "a whole number (0 for no limit)",
+        ))
+    }
+}
+
 /// Visitor for values that may be written as a YAML integer or as text (sizes, counts).
 /// Errors are raised inside the visit, so serde_norway attaches the scalar's position.
-struct NumberOrText<T> {
+pub(super) struct NumberOrText<T> {
     expecting: &'static str,
     target: std::marker::PhantomData<T>,
 }
 
 impl<T> NumberOrText<T> {
-    fn new(expecting: &'static str) -> Self {
+    pub(super) fn new(expecting: &'static str) -> Self {
         NumberOrText {
             expecting,
             target: std::marker::PhantomData,

@@ -12,13 +12,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::raw::{RawBackoff, RawClient, RawConfig, RawListener, RawReplay, RawRoute, RawUpstream};
-use super::{
-    AdminConfig, BackoffConfig, ClientConfig, Config, ConfigError, DrainConfig, ListenerConfig,
-    ReplayConfig, RouteConfig, TlsConfig, UpstreamConfig, UpstreamTarget, DEFAULT_HEARTBEAT,
-    DEFAULT_LISTEN,
+use super::raw::{
+    RawBackoff, RawClient, RawConfig, RawCors, RawLimits, RawListener, RawReplay, RawRoute,
+    RawUpstream,
 };
-use crate::config::units::format_duration;
+use super::{
+    AdminConfig, BackoffConfig, ClientConfig, Config, ConfigError, CorsConfig, CorsOrigins,
+    DrainConfig, LimitsConfig, ListenerConfig, OverLimit, ReplayConfig, RouteConfig, TlsConfig,
+    UpstreamConfig, UpstreamTarget, DEFAULT_HEARTBEAT, DEFAULT_LISTEN, MIN_HEADER_SIZE,
+};
+use crate::config::units::{format_duration, format_size};
 
 /// Builds the validated `Config` from the raw file (overrides already merged).
 pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
@@ -52,11 +55,13 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         }
     });
     let upstream = upstream(raw.upstream, file)?;
+    let limits = limits(raw.limits, file)?;
 
     let global = Inherited {
         heartbeat,
         client: &client,
         replay: &replay,
+        over_limit: limits.over_limit,
     };
     let routes = routes(raw.routes, &global, file)?;
 
@@ -69,6 +74,7 @@ pub(super) fn build(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> 
         drain,
         replay,
         upstream,
+        limits,
         routes,
     })
 }
@@ -185,11 +191,80 @@ fn backoff(raw: Option<RawBackoff>, file: &Path) -> Result<BackoffConfig, Config
     Ok(backoff)
 }
 
+fn limits(raw: Option<RawLimits>, file: &Path) -> Result<LimitsConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let default = LimitsConfig::default();
+    let limits = LimitsConfig {
+        max_clients: raw.max_clients.map_or(default.max_clients, |l| l.0),
+        max_clients_per_route: raw
+            .max_clients_per_route
+            .map_or(default.max_clients_per_route, |l| l.0),
+        max_clients_per_ip: raw
+            .max_clients_per_ip
+            .map_or(default.max_clients_per_ip, |l| l.0),
+        over_limit: raw.over_limit.unwrap_or(default.over_limit),
+        header_read_timeout: raw
+            .header_read_timeout
+            .map_or(default.header_read_timeout, |d| d.0),
+        max_header_size: raw
+            .max_header_size
+            .map_or(default.max_header_size, |size| size.0),
+        idle_timeout: raw.idle_timeout.map_or(default.idle_timeout, |d| d.0),
+    };
+    if limits.max_header_size < MIN_HEADER_SIZE {
+        return Err(ConfigError::rule(
+            file,
+            Some("limits.max_header_size"),
+            format!(
+                "must be at least {} (got {})",
+                format_size(MIN_HEADER_SIZE),
+                format_size(limits.max_header_size)
+            ),
+        ));
+    }
+    Ok(limits)
+}
+
+/// `*` alone and without credentials, or a list of exact origins.
+fn cors(raw: RawCors, i: usize, file: &Path) -> Result<CorsConfig, ConfigError> {
+    let credentials = raw.credentials.unwrap_or(false);
+    let any = raw.origins.iter().any(|o| o.0 == "*");
+    let origins = if raw.origins.is_empty() {
+        return Err(ConfigError::rule(
+            file,
+            Some(&format!("routes[{i}].cors.origins")),
+            "at least one origin is required (or `*` for any)",
+        ));
+    } else if any && raw.origins.len() > 1 {
+        return Err(ConfigError::rule(
+            file,
+            Some(&format!("routes[{i}].cors.origins")),
+            "`*` already allows every origin; list it alone",
+        ));
+    } else if any {
+        CorsOrigins::Any
+    } else {
+        CorsOrigins::List(raw.origins.into_iter().map(|o| o.0).collect())
+    };
+    if credentials && origins == CorsOrigins::Any {
+        return Err(ConfigError::rule(
+            file,
+            Some(&format!("routes[{i}].cors")),
+            "`credentials: true` needs a list of origins; browsers refuse `*` with credentials",
+        ));
+    }
+    Ok(CorsConfig {
+        origins,
+        credentials,
+    })
+}
+
 /// The global values a route inherits where it sets none.
 struct Inherited<'a> {
     heartbeat: std::time::Duration,
     client: &'a ClientConfig,
     replay: &'a ReplayConfig,
+    over_limit: OverLimit,
 }
 
 fn routes(
@@ -214,6 +289,14 @@ fn routes(
     let mut routes: Vec<RouteConfig> = Vec::with_capacity(raw.len());
     for (i, route) in raw.into_iter().enumerate() {
         check_params(&route, i, file)?;
+        let https = matches!(&route.upstream, UpstreamTarget::Http(url) if url.as_str().starts_with("https://"));
+        if route.ca.is_some() && !https {
+            return Err(ConfigError::rule(
+                file,
+                Some(&format!("routes[{i}].ca")),
+                "`ca` applies to https:// upstreams only",
+            ));
+        }
         for (j, earlier) in routes.iter().enumerate() {
             let message = if earlier.path == route.path {
                 format!(
@@ -235,11 +318,22 @@ fn routes(
                 message,
             ));
         }
+        let cors = route.cors.map(|raw| cors(raw, i, file)).transpose()?;
         routes.push(RouteConfig {
+            over_limit: route.over_limit.unwrap_or(global.over_limit),
+            cors,
             replay: replay(route.replay, global.replay),
             heartbeat: route.heartbeat.map_or(global.heartbeat, |d| d.0),
             client: client(route.client, global.client),
             assign_ids: route.assign_ids.unwrap_or(false),
+            // Backfill needs an upstream that honours Last-Event-ID, which only an
+            // HTTP upstream can; on by default there.
+            backfill: route
+                .backfill
+                .unwrap_or(matches!(route.upstream, UpstreamTarget::Http(_))),
+            ca: route
+                .ca
+                .map(|ca| resolve(file.parent().unwrap_or(Path::new("")), ca.0)),
             headers: route.headers.0,
             path: route.path,
             upstream: route.upstream,

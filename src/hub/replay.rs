@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::{CloseReason, EventId, Seq};
 
@@ -23,12 +24,34 @@ use super::{CloseReason, EventId, Seq};
 pub(crate) struct Entry {
     pub(crate) id: Option<EventId>,
     pub(crate) wire: Bytes,
+    /// When the upstream task received it, for the delivery latency histogram.
+    pub(crate) received: Instant,
+}
+
+/// One frame for a client, with what the metrics want to know about it.
+#[derive(Debug)]
+pub(crate) struct Delivery {
+    pub(crate) wire: Bytes,
+    /// When the event reached the gateway (`None` for frames it made itself).
+    pub(crate) received: Option<Instant>,
+    /// Entries still waiting after this one.
+    pub(crate) behind: u64,
+}
+
+impl Delivery {
+    pub(crate) fn made_here(wire: Bytes) -> Self {
+        Self {
+            wire,
+            received: None,
+            behind: 0,
+        }
+    }
 }
 
 /// What a reader gets from the ring.
 #[derive(Debug)]
 pub(crate) enum Read {
-    Entry(Bytes),
+    Entry(Delivery),
     Lagged,
     Closed(CloseReason),
 }
@@ -115,14 +138,31 @@ impl ReplayRing {
 
     /// Appends an entry, evicting the oldest when full, and wakes every waiting
     /// reader. `spare` is the caller's reusable list, so waking allocates nothing.
+    #[cfg(test)]
     pub(crate) fn push(&self, entry: Entry, spare: &mut Vec<Option<Waker>>) {
+        self.push_all(std::iter::once(entry), spare);
+    }
+
+    /// Appends every entry of one upstream read under one lock, then wakes the
+    /// readers once: a reader woken mid-batch would write the batch in pieces.
+    pub(crate) fn push_all(
+        &self,
+        entries: impl IntoIterator<Item = Entry>,
+        spare: &mut Vec<Option<Waker>>,
+    ) {
         {
             let mut state = self.lock();
-            if state.entries.len() == self.capacity {
-                state.entries.pop_front();
-                state.first += 1;
+            let before = state.head();
+            for entry in entries {
+                if state.entries.len() == self.capacity {
+                    state.entries.pop_front();
+                    state.first += 1;
+                }
+                state.entries.push_back(entry);
             }
-            state.entries.push_back(entry);
+            if state.head() == before {
+                return;
+            }
             std::mem::swap(&mut state.waiters, spare);
             state.free.clear();
             state.generation += 1;
@@ -192,14 +232,54 @@ impl ReplayRing {
     }
 
     pub(crate) fn cursor(&self, start: Seq, queue: usize) -> Cursor {
-        let head = self.lock().head();
         let queue = queue.max(1) as u64;
-        Cursor {
+        let mut cursor = Cursor {
             next: Arc::new(AtomicU64::new(start.0)),
-            limit: queue.max(head.saturating_sub(start.0)),
+            limit: queue,
             queue,
             slot: None,
-        }
+        };
+        self.reposition(&mut cursor, start);
+        cursor
+    }
+
+    /// Moves a reader to `at`, allowing it to be as far behind as that is.
+    pub(crate) fn reposition(&self, cursor: &mut Cursor, at: Seq) {
+        let head = self.lock().head();
+        cursor.next.store(at.0, Ordering::Relaxed);
+        cursor.limit = cursor.queue.max(head.saturating_sub(at.0));
+    }
+
+    /// The oldest kept entry that has an id, with its seq.
+    pub(crate) fn oldest_id(&self) -> Option<(Seq, EventId)> {
+        self.first_id_from(Seq(0))
+    }
+
+    /// The first kept entry at or after `from` that has an id, with its seq.
+    pub(crate) fn first_id_from(&self, from: Seq) -> Option<(Seq, EventId)> {
+        let state = self.lock();
+        let skip = from.0.saturating_sub(state.first) as usize;
+        state
+            .entries
+            .iter()
+            .enumerate()
+            .skip(skip)
+            .find_map(|(i, e)| Some((Seq(state.first + i as u64), e.id.clone()?)))
+    }
+
+    /// Seq of the newest kept entry with this id.
+    pub(crate) fn seq_of(&self, id: &EventId) -> Option<Seq> {
+        let state = self.lock();
+        let i = state
+            .entries
+            .iter()
+            .rposition(|e| e.id.as_ref() == Some(id))?;
+        Some(Seq(state.first + i as u64))
+    }
+
+    /// Seq of the oldest kept entry.
+    pub(crate) fn first(&self) -> Seq {
+        Seq(self.lock().first)
     }
 
     /// The next entry for `cursor`, or `Pending` with the task's waker parked.
@@ -211,9 +291,14 @@ impl ReplayRing {
             return Poll::Ready(Read::Lagged);
         }
         if next < head {
-            let wire = state.entries[(next - state.first) as usize].wire.clone();
+            let entry = &state.entries[(next - state.first) as usize];
+            let delivery = Delivery {
+                wire: entry.wire.clone(),
+                received: Some(entry.received),
+                behind: head - next - 1,
+            };
             cursor.next.store(next + 1, Ordering::Relaxed);
-            return Poll::Ready(Read::Entry(wire));
+            return Poll::Ready(Read::Entry(delivery));
         }
         cursor.limit = cursor.queue;
         if let Some(reason) = state.closed {
@@ -243,6 +328,24 @@ impl ReplayRing {
             }
         }
         Poll::Pending
+    }
+
+    /// Entries kept now, and how many can be.
+    pub(crate) fn fill(&self) -> (usize, usize) {
+        (self.lock().entries.len(), self.capacity)
+    }
+
+    /// The newest kept id: what a client at the head would resume from.
+    pub(crate) fn newest_id(&self) -> Option<EventId> {
+        self.lock().entries.iter().rev().find_map(|e| e.id.clone())
+    }
+
+    /// Whether an entry with this id is kept.
+    pub(crate) fn holds(&self, id: &str) -> bool {
+        self.lock()
+            .entries
+            .iter()
+            .any(|e| e.id.as_ref().is_some_and(|e| e.as_str() == id))
     }
 
     /// Lag of a reader from outside its task: entries between it and the head, or
@@ -280,14 +383,15 @@ mod tests {
         Entry {
             id: Some(EventId::from(id)),
             wire: Bytes::from(format!("id: {id}\ndata: x\n\n")),
+            received: Instant::now(),
         }
     }
 
     fn read_all(ring: &ReplayRing, cursor: &mut Cursor) -> Vec<String> {
         let mut cx = Context::from_waker(Waker::noop());
         let mut out = Vec::new();
-        while let Poll::Ready(Read::Entry(b)) = ring.poll_read(cursor, &mut cx) {
-            out.push(String::from_utf8(b.to_vec()).unwrap());
+        while let Poll::Ready(Read::Entry(d)) = ring.poll_read(cursor, &mut cx) {
+            out.push(String::from_utf8(d.wire.to_vec()).unwrap());
         }
         out
     }
@@ -392,6 +496,33 @@ mod tests {
             ring.poll_read(&mut c, &mut cx),
             Poll::Ready(Read::Closed(CloseReason::Ended))
         ));
+    }
+
+    #[test]
+    fn one_upstream_read_wakes_each_reader_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let ring = ReplayRing::new(10);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut c = ring.cursor(ring.head(), 10);
+        assert!(ring.poll_read(&mut c, &mut cx).is_pending());
+        let mut spare = Vec::new();
+        ring.push_all((1..=3).map(|i| entry(&i.to_string())), &mut spare);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // All three are ready together, for one write.
+        assert_eq!(read_all(&ring, &mut c).len(), 3);
+        // An empty read wakes no one.
+        assert!(ring.poll_read(&mut c, &mut cx).is_pending());
+        ring.push_all(std::iter::empty(), &mut spare);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
     }
 
     #[test]

@@ -5,22 +5,78 @@
 //! last event id it saw, while clients stay connected. A 204 ends the source.
 //! Clients never touch the task: they only read the ring.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, trace, warn, Instrument};
 
+use super::backfill::Backfills;
 use super::replay::{Entry, ReplayRing};
 use super::{CloseReason, EventId, HubInner, SourceKey, SourceSpec, UpstreamSettings};
 use crate::metrics::Metrics;
 use crate::sse::Event;
+use crate::telemetry::error_chain;
 use crate::upstream::{self, Backoff, UpstreamError};
+
+/// Where a source's upstream connection is, for the status page and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamState {
+    Connecting,
+    Connected,
+    Backoff,
+    Ended,
+}
+
+/// A source's running counters, written by its upstream task, read by the
+/// status page. Plain atomics: nothing here is on the client path.
+#[derive(Default)]
+pub(super) struct Status {
+    state: AtomicU8,
+    pub(super) received: AtomicU64,
+    pub(super) reconnects: AtomicU64,
+    pub(super) last_error: Mutex<Option<String>>,
+}
+
+impl UpstreamState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamState::Connecting => "connecting",
+            UpstreamState::Connected => "connected",
+            UpstreamState::Backoff => "backoff",
+            UpstreamState::Ended => "ended",
+        }
+    }
+}
+
+impl Status {
+    fn set(&self, state: UpstreamState) {
+        self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    pub(super) fn state(&self) -> UpstreamState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => UpstreamState::Connecting,
+            1 => UpstreamState::Connected,
+            2 => UpstreamState::Backoff,
+            _ => UpstreamState::Ended,
+        }
+    }
+
+    fn failed(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
+    }
+}
 
 pub(crate) struct Source {
     pub(super) key: SourceKey,
+    pub(super) status: Status,
     pub(super) ring: ReplayRing,
+    /// What the source was started from; reload compares it with the new routes.
+    pub(super) spec: SourceSpec,
+    pub(super) backfills: Backfills,
     clients: AtomicUsize,
     cancel: CancellationToken,
     hub: Weak<HubInner>,
@@ -30,18 +86,22 @@ pub(crate) struct Source {
 impl Source {
     /// Creates the source and starts its upstream task.
     pub(super) fn spawn(spec: SourceSpec, hub: &Arc<HubInner>) -> Arc<Self> {
+        let settings = hub.settings();
         let source = Arc::new(Self {
             key: spec.key.clone(),
             ring: ReplayRing::new(spec.replay_events),
+            spec: spec.clone(),
+            status: Status::default(),
+            backfills: Backfills::default(),
             clients: AtomicUsize::new(0),
             cancel: CancellationToken::new(),
             hub: Arc::downgrade(hub),
-            linger: hub.upstream.linger,
+            linger: settings.linger,
         });
         let task = UpstreamTask {
             source: Arc::clone(&source),
             spec,
-            settings: hub.upstream.clone(),
+            settings,
             metrics: Arc::clone(&hub.metrics),
         };
         let span = info_span!(parent: None, "source", source.key = %source.key);
@@ -87,6 +147,10 @@ impl Source {
         self.clients.load(Ordering::SeqCst) == 0
     }
 
+    pub(super) fn clients(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
     /// Stops the upstream task and closes the ring with `reason`.
     pub(super) fn close(&self, reason: CloseReason) {
         self.cancel.cancel();
@@ -112,33 +176,49 @@ impl UpstreamTask {
         let mut events = Vec::new();
         let mut spare = Vec::new();
         let mut attempt: u64 = 0;
+        let status = &self.source.status;
         loop {
             if attempt > 0 {
                 self.metrics.upstream_reconnects.inc();
+                status.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             attempt += 1;
-            let connected = upstream::connect(
-                &self.spec.target,
-                &self.spec.headers,
-                &last_id,
-                &self.settings.connect,
-            )
-            .await;
+            status.set(UpstreamState::Connecting);
+            let connect = match &self.spec.ca {
+                None => Ok(self.settings.connect.clone()),
+                Some(_) => match self.source.hub.upgrade() {
+                    Some(hub) => hub.connect_settings(&self.spec),
+                    None => return,
+                },
+            };
+            let connected = match connect {
+                Ok(connect) => {
+                    upstream::connect(&self.spec.target, &self.spec.headers, &last_id, &connect)
+                        .await
+                }
+                Err(error) => Err(UpstreamError::Ca(error)),
+            };
             let mut upstream = match connected {
                 Ok(upstream) => upstream,
                 Err(UpstreamError::NoContent) => {
                     info!("upstream answered 204; source ended");
+                    status.set(UpstreamState::Ended);
                     self.source.ring.close(CloseReason::Ended);
                     return;
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
-                    warn!(error = %error_chain(&error), attempt, backoff = ?delay, "upstream connect failed");
+                    let error = error_chain(&error);
+                    warn!(error = %error, attempt, backoff = ?delay, "upstream connect failed");
+                    self.note_failure(error);
                     tokio::time::sleep(delay).await;
                     continue;
                 }
             };
-            self.metrics.upstream_connections.inc();
+            // The gauge goes down when this guard drops, even if the task is
+            // cancelled mid-stream (source closed by reload, drain or linger).
+            let _connected = ConnectedGuard::new(&self.metrics);
+            status.set(UpstreamState::Connected);
             info!(last_event_id = %last_id, "upstream connected");
             let mut received = 0u64;
             let ended = loop {
@@ -155,26 +235,62 @@ impl UpstreamTask {
                 }
                 received += events.len() as u64;
                 self.metrics.events_received.inc_by(events.len() as u64);
-                for event in events.drain(..) {
+                status
+                    .received
+                    .fetch_add(events.len() as u64, Ordering::Relaxed);
+                let entries = events.drain(..).map(|event| {
                     let entry = encode(event, stamper.as_mut());
                     trace!(event.id = ?entry.id, "event received");
-                    self.source.ring.push(entry, &mut spare);
-                }
+                    entry
+                });
+                self.source.ring.push_all(entries, &mut spare);
             };
-            self.metrics.upstream_connections.dec();
+            drop(_connected);
             if received > 0 {
                 // A connection that delivered is a healthy upstream: start over.
                 backoff.reset();
             }
             let delay = backoff.next_delay();
             match ended {
-                None => info!(received, backoff = ?delay, "upstream ended the stream"),
+                None => {
+                    info!(received, backoff = ?delay, "upstream ended the stream");
+                    self.note_failure("upstream ended the stream".to_owned());
+                }
                 Some(error) => {
-                    warn!(error = %error_chain(&error), received, backoff = ?delay, "upstream disconnected")
+                    let error = error_chain(&error);
+                    warn!(error = %error, received, backoff = ?delay, "upstream disconnected");
+                    self.note_failure(error);
                 }
             }
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+impl UpstreamTask {
+    /// Records why the upstream is down: for the status page's recent reconnects.
+    fn note_failure(&self, reason: String) {
+        self.source.status.set(UpstreamState::Backoff);
+        if let Some(hub) = self.source.hub.upgrade() {
+            hub.record_failure(&self.source.key, &reason);
+        }
+        self.source.status.failed(reason);
+    }
+}
+
+/// Counts one open upstream connection for as long as it lives.
+struct ConnectedGuard<'a>(&'a Metrics);
+
+impl<'a> ConnectedGuard<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.upstream_connections.inc();
+        Self(metrics)
+    }
+}
+
+impl Drop for ConnectedGuard<'_> {
+    fn drop(&mut self) {
+        self.0.upstream_connections.dec();
     }
 }
 
@@ -186,6 +302,7 @@ fn encode(mut event: Event, stamper: Option<&mut IdStamper>) -> Entry {
     Entry {
         id: event.id.as_deref().map(EventId::from),
         wire: event.encode(),
+        received: tokio::time::Instant::now(),
     }
 }
 
@@ -213,18 +330,6 @@ impl IdStamper {
         self.next += 1;
         id
     }
-}
-
-/// `error: cause: cause`, for one log field.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -1,24 +1,35 @@
 //! One client's cursor into a source's ring.
 //!
+//! A subscription that resumes from an id the ring does not hold may first wait for
+//! a backfill; it then hands out the backfilled events before reading the ring.
 //! Dropping a `Subscription` is how a client leaves: its waiter slot is released and
 //! the source's client count goes down (which starts the linger timer at zero).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
-use super::replay::{Cursor, Read};
+use super::backfill::{Outcome, Waiter};
+use super::replay::{Cursor, Delivery, Read};
 use super::source::Source;
 use super::{SourceKey, SubscribeOptions};
 use crate::metrics::Metrics;
 use crate::sse::Event;
 
+type Pending = Pin<Box<dyn Future<Output = Arc<Outcome>> + Send>>;
+
 pub(crate) struct Subscription {
     source: Arc<Source>,
     cursor: Cursor,
     preamble: Option<Bytes>,
+    /// Waiting for a backfill; the cursor is placed when it ends.
+    backfill: Option<(Pending, String, String)>,
+    /// Backfilled events not yet handed out.
+    fetched: Option<(Arc<[Bytes]>, usize)>,
     metrics: Arc<Metrics>,
 }
 
@@ -44,27 +55,55 @@ impl Subscription {
     pub(super) fn new(
         source: Arc<Source>,
         options: SubscribeOptions<'_>,
+        backfill: Option<Waiter>,
         metrics: &Arc<Metrics>,
     ) -> Self {
         let start = source.ring.start(options.last_event_id);
-        let mut preamble = None;
-        if start.missed {
-            metrics.resume_misses.inc();
-            if !options.gap_event.is_empty() {
-                preamble = Some(gap_event(
-                    options.gap_event,
-                    options.last_event_id.unwrap_or_default(),
-                    start.first_id.as_ref().map(|id| id.as_str()),
-                ));
-            }
-        }
         let cursor = source.ring.cursor(start.next, options.queue);
         metrics.clients.inc();
-        Self {
+        let mut sub = Self {
             source,
             cursor,
-            preamble,
+            preamble: None,
+            backfill: None,
+            fetched: None,
             metrics: Arc::clone(metrics),
+        };
+        let last_id = options.last_event_id.unwrap_or_default();
+        match (start.missed, backfill) {
+            (false, _) => {}
+            (true, Some(mut waiter)) => {
+                metrics.backfills.inc();
+                let wait: Pending = Box::pin(async move {
+                    match waiter.wait_for(Option::is_some).await {
+                        Ok(outcome) => outcome.clone().unwrap_or(Arc::new(Outcome::Failed)),
+                        Err(_) => Arc::new(Outcome::Failed),
+                    }
+                });
+                sub.backfill = Some((wait, last_id.to_owned(), options.gap_event.to_owned()));
+            }
+            (true, None) => sub.missed(last_id, options.gap_event),
+        }
+        sub
+    }
+
+    /// The resume id is gone for good: count it, and start from the oldest entry
+    /// after the `gap` event (if one is configured).
+    fn missed(&mut self, last_id: &str, gap_event: &str) {
+        self.metrics.resume_misses.inc();
+        let first = self.source.ring.first();
+        self.source.ring.reposition(&mut self.cursor, first);
+        if !gap_event.is_empty() {
+            let resumed_from = self
+                .source
+                .ring
+                .oldest_id()
+                .filter(|(seq, _)| *seq == first);
+            self.preamble = Some(gap_event_frame(
+                gap_event,
+                last_id,
+                resumed_from.as_ref().map(|(_, id)| id.as_str()),
+            ));
         }
     }
 
@@ -72,14 +111,35 @@ impl Subscription {
         &self.source.key
     }
 
-    /// The `gap` event, if this resumption missed; sent before anything else.
-    pub(crate) fn take_preamble(&mut self) -> Option<Bytes> {
-        self.preamble.take()
-    }
-
-    /// The next entry's wire bytes, `Lagged`, or `Closed` once the source is closed
-    /// and everything queued has been read.
+    /// The next wire frame (a `gap` event, a backfilled event or a ring entry),
+    /// `Lagged`, or `Closed` once the source is closed and everything queued has
+    /// been read.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
+        if let Some((wait, last_id, gap_event)) = &mut self.backfill {
+            let outcome = match wait.as_mut().poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(outcome) => outcome,
+            };
+            let (last_id, gap_event) = (std::mem::take(last_id), std::mem::take(gap_event));
+            self.backfill = None;
+            match &*outcome {
+                Outcome::Joined { events, at } => {
+                    self.source.ring.reposition(&mut self.cursor, *at);
+                    self.fetched = Some((Arc::clone(events), 0));
+                }
+                Outcome::Failed => self.missed(&last_id, &gap_event),
+            }
+        }
+        if let Some(gap) = self.preamble.take() {
+            return Poll::Ready(Read::Entry(Delivery::made_here(gap)));
+        }
+        if let Some((events, next)) = &mut self.fetched {
+            if let Some(wire) = events.get(*next) {
+                *next += 1;
+                return Poll::Ready(Read::Entry(Delivery::made_here(wire.clone())));
+            }
+            self.fetched = None;
+        }
         self.source.ring.poll_read(&mut self.cursor, cx)
     }
 
@@ -101,7 +161,7 @@ impl Drop for Subscription {
 }
 
 /// `event: gap` with `{"last_event_id": X, "resumed_from": id or null}`.
-fn gap_event(name: &str, last_event_id: &str, resumed_from: Option<&str>) -> Bytes {
+fn gap_event_frame(name: &str, last_event_id: &str, resumed_from: Option<&str>) -> Bytes {
     let data = serde_json::json!({
         "last_event_id": last_event_id,
         "resumed_from": resumed_from,
@@ -120,12 +180,12 @@ mod tests {
 
     #[test]
     fn gap_event_carries_json_with_both_ids() {
-        let wire = gap_event("gap", "7\"x", Some("12"));
+        let wire = gap_event_frame("gap", "7\"x", Some("12"));
         assert_eq!(
             &wire[..],
             b"event: gap\ndata: {\"last_event_id\":\"7\\\"x\",\"resumed_from\":\"12\"}\n\n"
         );
-        let wire = gap_event("gap", "7", None);
+        let wire = gap_event_frame("gap", "7", None);
         assert_eq!(
             &wire[..],
             b"event: gap\ndata: {\"last_event_id\":\"7\",\"resumed_from\":null}\n\n"

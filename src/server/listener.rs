@@ -1,25 +1,36 @@
 //! Accept loops and per-connection tasks.
 //!
-//! Each accepted connection is served by hyper-util's auto builder (HTTP/1.1, or
-//! HTTP/2 by prior knowledge) in a task tracked by the drain. The task also watches
+//! Each accepted connection is served by hyper-util's auto builder in a task tracked
+//! by the drain: on a plain listener HTTP/1.1, or HTTP/2 by prior knowledge (h2c);
+//! on a TLS listener, after a handshake bounded by [`HANDSHAKE_TIMEOUT`], whichever
+//! protocol ALPN chose (HTTP/1.1 when the client offered none). The task also watches
 //! for a stalled peer: hyper stops polling a response body whose socket is full,
 //! so a client that stops reading can't be noticed from inside its stream. The
 //! connection's I/O records when writes block; while blocked, the task checks the
 //! stream's lag once a second and drops the connection once the client is more
 //! than `client.queue` behind (or its stream has ended and the last bytes can't be
-//! written, or writes have been blocked for `SEND_TIMEOUT`).
+//! written, or writes have been blocked for `SEND_TIMEOUT`). HTTP/2 streams are
+//! watched one by one instead (see `h2`), since one stalled stream doesn't block the
+//! connection's writes.
+//!
+//! The `limits:` timeouts apply here: the request head must arrive within
+//! `header_read_timeout` and fit in `max_header_size`, and a connection with no
+//! request in flight for `idle_timeout` is shut down gracefully (an open client
+//! stream is a request in flight, so streaming connections never count as idle).
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -27,23 +38,32 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
 
+use super::h2::{current_stream, StreamExecutor};
+use super::stream::ResponseBody;
+use super::tls::{TlsAcceptor, ALPN_H2, HANDSHAKE_TIMEOUT};
 use super::{handle, ListenerKind, ServerState};
 use crate::drain::DrainWatch;
 use crate::hub::LagProbe;
 use crate::metrics::Metrics;
 
-/// How often a blocked connection's lag is checked.
-const STALL_CHECK: Duration = Duration::from_secs(1);
-/// A connection whose writes have been blocked this long is dropped regardless.
-const SEND_TIMEOUT: Duration = Duration::from_secs(60);
-/// Time allowed for a request head to arrive (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a blocked connection's (or a stalled HTTP/2 stream's) lag is checked.
+pub(super) const STALL_CHECK: Duration = Duration::from_secs(1);
+/// A connection whose writes have been blocked this long is dropped regardless (an
+/// HTTP/2 stream, once its body has gone unpolled this long past a heartbeat).
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// HTTP/2 streams one connection may have open at once.
+const H2_MAX_STREAMS: u32 = 256;
+/// How often an HTTP/2 connection is pinged, and how long the ack may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(super) async fn accept_loop(
     listener: TcpListener,
     kind: ListenerKind,
+    tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
     tracker: TaskTracker,
@@ -57,7 +77,14 @@ pub(super) async fn accept_loop(
             Ok((tcp, peer)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
                 let span = info_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
-                let conn = serve_connection(tcp, peer, Arc::clone(&state), drain.clone());
+                let conn = serve_connection(
+                    tcp,
+                    peer,
+                    tls.clone(),
+                    Arc::clone(&state),
+                    drain.clone(),
+                    tracker.clone(),
+                );
                 tracker.spawn(conn.instrument(span));
             }
             Err(error) => {
@@ -72,36 +99,128 @@ pub(super) async fn accept_loop(
     drop(listener);
 }
 
+/// Which HTTP versions a connection may speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Protocol {
+    /// Plain TCP: HTTP/1.1, or HTTP/2 if the client opens with its preface (h2c).
+    Auto,
+    /// TLS with ALPN `http/1.1` or no ALPN.
+    Http1,
+    /// TLS with ALPN `h2`.
+    Http2,
+}
+
 async fn serve_connection(
     tcp: TcpStream,
     peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
+    tracker: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
-    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let executor = StreamExecutor::new(tracker, Arc::clone(&state.metrics));
+    let Some(tls) = tls else {
+        return serve_io(tcp, Protocol::Auto, peer, state, drain, executor).await;
+    };
+    // The handshake runs in the connection's own task, so a slow one never holds up
+    // the accept loop; the timeout bounds how long it can hold a connection.
+    let handshake = tokio::select! {
+        _ = drain.draining() => return,
+        handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => handshake,
+    };
+    match handshake {
+        Ok(Ok(stream)) => {
+            let protocol = match stream.get_ref().1.alpn_protocol() {
+                Some(ALPN_H2) => Protocol::Http2,
+                _ => Protocol::Http1,
+            };
+            debug!(protocol = ?protocol, "tls handshake done");
+            serve_io(stream, protocol, peer, state, drain, executor).await;
+        }
+        Ok(Err(error)) => debug!(error = %error, "tls handshake failed"),
+        Err(_) => debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
+    }
+}
+
+async fn serve_io<I>(
+    io: I,
+    protocol: Protocol,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+    executor: StreamExecutor,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Counted for the whole connection, TLS handshake excluded.
+    let metrics = Arc::clone(&state.metrics);
+    metrics.connections.inc();
+    let shared = Arc::new(ConnShared::new(Arc::clone(&metrics)));
+    let limits = state.limiter.config().clone();
     let io = TokioIo::new(WatchedIo {
-        inner: tcp,
+        inner: io,
         shared: Arc::clone(&shared),
     });
+    let got_request = Arc::new(AtomicBool::new(false));
     let service = {
         let shared = Arc::clone(&shared);
+        let got_request = Arc::clone(&got_request);
         service_fn(move |request| {
-            let response = handle(request, peer, &state, &shared);
-            async move { Ok::<_, std::convert::Infallible>(response) }
+            got_request.store(true, Ordering::Relaxed);
+            let in_flight = InFlight::start(&shared);
+            let mut response = handle(request, peer, &state, &shared);
+            async move {
+                // hyper polls this future in the HTTP/2 stream's own task (where the
+                // stream's watch is set) or in the HTTP/1.1 connection's task.
+                if let ResponseBody::Stream(stream) = response.body_mut() {
+                    stream.attach(current_stream());
+                }
+                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked {
+                    body,
+                    _in_flight: in_flight,
+                }))
+            }
         })
     };
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(executor);
+    builder = match protocol {
+        Protocol::Auto => builder,
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Slowloris: the head must arrive in time. On a kept-alive connection the
+        // clock also runs while waiting for the next request.
+        .header_read_timeout(limits.header_read_timeout)
+        // Bounds the request line and headers together (hyper answers 431).
+        .max_buf_size(limits.max_header_size)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // Every EventSource of a page is one stream on the same connection; allow
+        // plenty, while max_clients_per_ip bounds what one client can hold.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        // A ping finds peers that vanished (a closed laptop, a dropped NAT mapping)
+        // long before TCP would, and also closes a connection whose client stopped
+        // reading altogether, since its ping ack never comes.
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .max_header_list_size(u32::try_from(limits.max_header_size).unwrap_or(u32::MAX));
     let conn = builder.serve_connection(io, service);
     let mut conn = std::pin::pin!(conn);
+    // hyper's header timer starts only once hyper-util has read enough to tell
+    // HTTP/1.1 from the HTTP/2 preface, and HTTP/2 has none: a peer that connects and
+    // sends nothing (or a slow preface) would hold its socket until `idle_timeout`.
+    // So the first request must arrive within `header_read_timeout` from accept.
+    let mut first_head = std::pin::pin!(tokio::time::sleep(limits.header_read_timeout));
+    let mut awaiting_first_head = true;
     let mut stall: Option<Pin<Box<Sleep>>> = None;
-    let mut draining = false;
+    let mut idle = std::pin::pin!(tokio::time::sleep(limits.idle_timeout));
+    let mut shutting_down = false;
     loop {
         tokio::select! {
             // Biased: the connection is polled first, so a write that just blocked
@@ -113,18 +232,38 @@ async fn serve_connection(
                 }
                 break;
             }
-            _ = drain.draining(), if !draining => {
-                draining = true;
+            _ = drain.draining(), if !shutting_down => {
+                shutting_down = true;
                 // Idle keep-alive connections close; HTTP/2 gets GOAWAY. Streams end
                 // on their own through the hub.
                 conn.as_mut().graceful_shutdown();
+            }
+            () = idle.as_mut(), if !shutting_down => {
+                match shared.idle_for() {
+                    Some(idle_for) if idle_for >= limits.idle_timeout => {
+                        debug!(idle = ?idle_for, "idle connection closed");
+                        shutting_down = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    Some(idle_for) => idle.as_mut().reset(Instant::now() + (limits.idle_timeout - idle_for)),
+                    None => idle.as_mut().reset(Instant::now() + limits.idle_timeout),
+                }
             }
             () = poll_fn(|cx| poll_stall(&shared, &mut stall, cx)) => {
                 debug!("client stalled; connection dropped");
                 break;
             }
+            () = first_head.as_mut(), if awaiting_first_head => {
+                if !got_request.load(Ordering::Relaxed) {
+                    debug!("no request within the header read timeout; connection closed");
+                    break;
+                }
+                awaiting_first_head = false;
+            }
         }
     }
+    metrics.connections.dec();
+    debug!("connection closed");
 }
 
 /// Ready when a blocked connection should be dropped.
@@ -155,12 +294,18 @@ pub(crate) struct ConnShared {
     finished: AtomicBool,
     lagged: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Requests whose response is not finished (an open client stream is one).
+    in_flight: AtomicUsize,
+    /// Milliseconds since `opened` when `in_flight` last dropped to zero.
+    idle_since: AtomicU64,
 }
 
 impl ConnShared {
     fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
+            in_flight: AtomicUsize::new(0),
+            idle_since: AtomicU64::new(0),
             opened: Instant::now(),
             blocked_since: AtomicU64::new(u64::MAX),
             probe: Mutex::new(None),
@@ -169,8 +314,8 @@ impl ConnShared {
         }
     }
 
-    /// An HTTP/1.1 stream registers its lag probe; on HTTP/2 several streams share
-    /// the connection and only the send timeout applies to the whole of it.
+    /// An HTTP/1.1 stream registers its lag probe. HTTP/2 streams have their own
+    /// watchdog (`h2::StreamWatch`); only the send timeout applies to the connection.
     pub(crate) fn watch_stream(&self, probe: LagProbe) {
         *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(probe);
         self.finished.store(false, Ordering::Relaxed);
@@ -180,8 +325,9 @@ impl ConnShared {
         self.finished.store(true, Ordering::Relaxed);
     }
 
-    pub(crate) fn mark_lagged(&self) {
-        self.lagged.store(true, Ordering::Relaxed);
+    /// The stream saw its own lag; returns whether it was first (so it is counted once).
+    pub(crate) fn mark_lagged(&self) -> bool {
+        !self.lagged.swap(true, Ordering::Relaxed)
     }
 
     fn note_write(&self, blocked: bool) {
@@ -194,6 +340,15 @@ impl ConnShared {
         } else if current != u64::MAX {
             self.blocked_since.store(u64::MAX, Ordering::Relaxed);
         }
+    }
+
+    /// How long no request has been in flight; `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_millis(self.idle_since.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(since))
     }
 
     fn blocked_for(&self) -> Option<Duration> {
@@ -219,20 +374,67 @@ impl ConnShared {
     }
 }
 
-/// The TCP stream, recording whether writes are blocked.
-struct WatchedIo {
-    inner: TcpStream,
+/// One request in flight on a connection, until its response body is dropped (fully
+/// written, or the stream reset): what keeps a connection from counting as idle.
+struct InFlight(Arc<ConnShared>);
+
+impl InFlight {
+    fn start(shared: &Arc<ConnShared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let shared = &self.0;
+        let ms = u64::try_from(shared.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        shared.idle_since.store(ms, Ordering::Release);
+        shared.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that counts as in flight until it is dropped.
+struct Tracked {
+    body: ResponseBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The connection's stream (TCP, or TLS over TCP), recording whether writes are
+/// blocked.
+struct WatchedIo<I> {
+    inner: I,
     shared: Arc<ConnShared>,
 }
 
-impl WatchedIo {
+impl<I> WatchedIo<I> {
     fn record<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         self.shared.note_write(poll.is_pending());
         poll
     }
 }
 
-impl AsyncRead for WatchedIo {
+impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -242,7 +444,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -268,7 +470,11 @@ impl AsyncWrite for WatchedIo {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        // hyper flushes only after its writes went through; a flush that can't finish
+        // (TLS records still queued for a full socket) is as blocked as a write.
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.record(poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -1,10 +1,18 @@
 //! Accepts and routes: binds the public listeners, serves HTTP/1.1 and HTTP/2 on
 //! them, matches each request to a route and answers it with a client stream from
 //! the hub, or with 404, 405, 400 or 204 as the contract says.
+//!
+//! Around that: `tls` (certificates, ALPN, handshake, reload), `listener` (accept
+//! loops, connection timeouts, the HTTP/1.1 stall check), `h2` (the per-stream stall
+//! check of HTTP/2), `limits` (client caps and the over-limit answer) and `cors`.
 
+mod cors;
+mod h2;
+mod limits;
 mod listener;
-mod routes;
+pub(crate) mod routes;
 mod stream;
+mod tls;
 
 use std::fmt;
 use std::io;
@@ -18,15 +26,18 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use percent_encoding::percent_decode_str;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, error, info};
+use tracing::{debug, debug_span, error, info};
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::drain::DrainWatch;
 use crate::hub::{self, Hub, SourceSpec, SubscribeError, SubscribeOptions};
 use crate::metrics::Metrics;
+use limits::Limiter;
 use listener::ConnShared;
 use routes::RouteTable;
 use stream::{jittered, ClientStream, ResponseBody};
+pub use tls::{check as check_tls, TlsError, TlsReload};
+use tls::{Reloadable, TlsAcceptor};
 
 /// Longest `Last-Event-ID` accepted; longer ones are refused with 400.
 const MAX_LAST_EVENT_ID: usize = 1024;
@@ -56,29 +67,104 @@ pub enum BindError {
         #[source]
         source: io::Error,
     },
-    #[error("listen[{index}] ({addr}): tls listeners are not supported by this build yet")]
-    TlsUnsupported { index: usize, addr: SocketAddr },
+    /// A TLS listener's certificate or key can't be used: a config error.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
-/// What every connection reads: the routes (swapped whole on reload) and the hub.
+impl BindError {
+    /// Whether the configuration is at fault (exit 2) rather than the system.
+    pub fn is_config(&self) -> bool {
+        matches!(self, BindError::Tls(_))
+    }
+}
+
+/// What every connection reads: the routes and drain hints (swapped whole on
+/// reload) and the hub.
 pub(crate) struct ServerState {
-    routes: RwLock<Arc<RouteTable>>,
+    current: RwLock<Arc<Current>>,
     hub: Hub,
     metrics: Arc<Metrics>,
+    limiter: Arc<Limiter>,
     drain: DrainWatch,
+}
+
+/// The part of the configuration a reload replaces.
+struct Current {
+    routes: RouteTable,
     drain_retry: Duration,
     drain_jitter: Duration,
+    listen: Vec<ListenerConfig>,
+}
+
+impl Current {
+    fn new(config: &Config) -> Self {
+        Self {
+            routes: RouteTable::new(&config.routes),
+            drain_retry: config.drain.retry,
+            drain_jitter: config.drain.retry_jitter,
+            listen: config.listen.clone(),
+        }
+    }
 }
 
 impl ServerState {
-    fn routes(&self) -> Arc<RouteTable> {
-        Arc::clone(&self.routes.read().unwrap_or_else(|e| e.into_inner()))
+    fn current(&self) -> Arc<Current> {
+        Arc::clone(&self.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The running server, for reloads.
+#[derive(Clone)]
+pub struct Serving {
+    state: Arc<ServerState>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Sources closed because no route produces them any more (or their route's
+    /// upstream, headers, replay size or id stamping changed).
+    pub sources_closed: usize,
+    /// The new file asks for different listeners; they were kept as they are.
+    pub listeners_kept: bool,
+    /// The new file asks for different `limits:`; they apply after a restart.
+    pub limits_kept: bool,
+}
+
+impl Serving {
+    /// Applies a new, already validated configuration. New and changed routes
+    /// apply to new subscribers; clients of removed sources are drained with a
+    /// retry hint; everything else is untouched. Listener changes are not applied
+    /// (they need a restart) and are reported.
+    pub fn reload(&self, config: &Config) -> Reloaded {
+        let old = self.state.current();
+        let listeners_kept = old.listen != config.listen;
+        let mut next = Current::new(config);
+        if listeners_kept {
+            next.listen = old.listen.clone();
+        }
+        *self
+            .state
+            .current
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        let sources_closed =
+            self.state
+                .hub
+                .reconfigure(config, config.drain.retry, config.drain.retry_jitter);
+        Reloaded {
+            sources_closed,
+            listeners_kept,
+            limits_kept: self.state.limiter.config() != &config.limits,
+        }
     }
 }
 
 /// The public listeners, bound but not yet serving.
 pub struct Bound {
-    listeners: Vec<(TcpListener, ListenerKind)>,
+    listeners: Vec<(TcpListener, ListenerKind, Option<TlsAcceptor>)>,
+    tls: TlsReload,
 }
 
 pub struct Server;
@@ -87,16 +173,26 @@ impl Server {
     /// Binds every configured public listener.
     ///
     /// # Errors
-    /// The first address that cannot be bound.
+    /// The first address that cannot be bound, or the first TLS listener whose
+    /// certificate or key can't be used.
     pub async fn bind(config: &Config) -> Result<Bound, BindError> {
         let mut listeners = Vec::new();
+        let mut reloadable = Vec::new();
         for (index, listen) in config.listen.iter().enumerate() {
-            if listen.tls.is_some() {
-                return Err(BindError::TlsUnsupported {
-                    index,
-                    addr: listen.addr,
-                });
-            }
+            // Certificates first: a bad file fails before any port is taken.
+            let tls = match &listen.tls {
+                Some(files) => {
+                    let acceptor = TlsAcceptor::new(tls::server_config(index, files)?);
+                    reloadable.push(Reloadable::new(
+                        index,
+                        listen.addr,
+                        files.clone(),
+                        acceptor.clone(),
+                    ));
+                    Some(acceptor)
+                }
+                None => None,
+            };
             let listener =
                 TcpListener::bind(listen.addr)
                     .await
@@ -104,9 +200,12 @@ impl Server {
                         addr: listen.addr,
                         source,
                     })?;
-            listeners.push((listener, ListenerKind::Public));
+            listeners.push((listener, ListenerKind::Public, tls));
         }
-        Ok(Bound { listeners })
+        Ok(Bound {
+            listeners,
+            tls: TlsReload::new(reloadable),
+        })
     }
 }
 
@@ -115,8 +214,14 @@ impl Bound {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|(l, _, _)| l.local_addr().ok())
             .collect()
+    }
+
+    /// The handle that re-reads the TLS listeners' certificates (on SIGHUP); it
+    /// stays valid while the listeners serve.
+    pub fn tls_reload(&self) -> TlsReload {
+        self.tls.clone()
     }
 
     /// Serves until the drain starts. Every connection task is spawned on
@@ -130,34 +235,40 @@ impl Bound {
         metrics: Arc<Metrics>,
         drain: DrainWatch,
         tracker: &TaskTracker,
-    ) {
+    ) -> Serving {
+        hub.set_routes(&config.routes);
         let state = Arc::new(ServerState {
-            routes: RwLock::new(Arc::new(RouteTable::new(&config.routes))),
+            current: RwLock::new(Arc::new(Current::new(config))),
             hub: hub.clone(),
             metrics,
+            limiter: Limiter::new(config.limits.clone()),
             drain: drain.clone(),
-            drain_retry: config.drain.retry,
-            drain_jitter: config.drain.retry_jitter,
         });
-        for (listener, kind) in self.listeners {
+        for (listener, kind, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                info!(addr = %addr, kind = %kind, "listening");
+                info!(addr = %addr, kind = %kind, tls = tls.is_some(), "listening");
             }
             tracker.spawn(listener::accept_loop(
                 listener,
                 kind,
+                tls,
                 Arc::clone(&state),
                 drain.clone(),
                 tracker.clone(),
             ));
         }
         let mut watch = drain;
-        let (retry, jitter) = (state.drain_retry, state.drain_jitter);
+        let serving = Serving {
+            state: Arc::clone(&state),
+        };
         tokio::spawn(async move {
             watch.draining().await;
-            let sources = hub.close_all(retry, jitter);
+            state.metrics.set_draining();
+            let current = state.current();
+            let sources = hub.close_all(current.drain_retry, current.drain_jitter);
             info!(sources, "draining client streams");
         });
+        serving
     }
 }
 
@@ -168,8 +279,22 @@ fn handle<B>(
     state: &ServerState,
     conn: &Arc<ConnShared>,
 ) -> Response<ResponseBody> {
-    let routes = state.routes();
-    let matched = match routes.find(request.uri().path()) {
+    // RFC 9112 section 3.2: an HTTP/1.1 request without exactly one Host is a 400.
+    if request.version() == http::Version::HTTP_11
+        && request.headers().get_all(http::header::HOST).iter().count() != 1
+    {
+        // A client this confused gets no second request on the connection.
+        let mut response = plain(
+            StatusCode::BAD_REQUEST,
+            "exactly one host header required\n",
+        );
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    let current = state.current();
+    let matched = match current.routes.find(request.uri().path()) {
         Ok(Some(matched)) => matched,
         Ok(None) => return plain(StatusCode::NOT_FOUND, "not found\n"),
         Err(error) => {
@@ -178,12 +303,39 @@ fn handle<B>(
         }
     };
     let (route, params) = matched;
+    let Some(cors) = &route.config.cors else {
+        return handle_route(request, route, &params, peer, state, conn);
+    };
+    let origin = request.headers().get(http::header::ORIGIN).cloned();
+    let mut response = if request.method() == Method::OPTIONS {
+        cors::preflight(cors, request.headers())
+    } else {
+        handle_route(request, route, &params, peer, state, conn)
+    };
+    cors::apply(cors, origin.as_ref(), response.headers_mut());
+    response
+}
+
+/// Answers a request for a matched route.
+fn handle_route<B>(
+    request: Request<B>,
+    route: &routes::Route,
+    params: &[(&str, String)],
+    peer: SocketAddr,
+    state: &ServerState,
+    conn: &Arc<ConnShared>,
+) -> Response<ResponseBody> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        let allow = if route.config.cors.is_some() {
+            "GET, HEAD, OPTIONS"
+        } else {
+            "GET, HEAD"
+        };
         response
             .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            .insert(ALLOW, HeaderValue::from_static(allow));
         return response;
     }
     let last_event_id = match last_event_id(&request) {
@@ -192,7 +344,8 @@ fn handle<B>(
     };
     if !state.drain.is_serving() {
         // Draining: tell the client to come back (to whoever serves next).
-        let hint = hub::retry_frame(state.drain_retry + jittered(state.drain_jitter));
+        let current = state.current();
+        let hint = hub::retry_frame(current.drain_retry + jittered(current.drain_jitter));
         return event_stream(ResponseBody::Full(Some(hint)));
     }
     let params: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -206,6 +359,14 @@ fn handle<B>(
     if method == Method::HEAD {
         return event_stream(ResponseBody::empty());
     }
+    let permit = match state.limiter.acquire(route.config.path.as_str(), peer.ip()) {
+        Ok(permit) => permit,
+        Err(exceeded) => {
+            state.metrics.limit_rejections.inc();
+            debug!(client.addr = %peer, route = %route.config.path.as_str(), limit = %exceeded, "client over limit");
+            return limits::over_limit(route.config.over_limit, route.config.client.retry);
+        }
+    };
     let options = SubscribeOptions {
         last_event_id: last_event_id.as_deref(),
         gap_event: &route.config.replay.gap_event,
@@ -213,21 +374,25 @@ fn handle<B>(
     };
     match state.hub.subscribe(&spec, options) {
         Ok(subscription) => {
-            debug!(
-                client.addr = %peer,
+            // One span per client stream; a disabled level makes it free.
+            let span = debug_span!(
+                "stream",
                 route = %route.config.path.as_str(),
                 source.key = %subscription.key(),
-                last_event_id = ?last_event_id,
-                "client subscribed"
+                protocol = ?request.version(),
             );
-            let stream = ClientStream::new(
+            debug!(parent: &span, client.addr = %peer, last_event_id = ?last_event_id, "client subscribed");
+            let mut stream = ClientStream::new(
                 subscription,
                 route.config.client.retry,
                 route.config.heartbeat,
                 Arc::clone(&state.metrics),
                 Arc::clone(conn),
+                request.version() == http::Version::HTTP_2,
+                span,
             );
-            event_stream(ResponseBody::Stream(stream))
+            stream.hold(permit);
+            event_stream(ResponseBody::Stream(Box::new(stream)))
         }
         Err(SubscribeError::Ended) => {
             let mut response = Response::new(ResponseBody::empty());

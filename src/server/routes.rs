@@ -1,7 +1,10 @@
 //! The route table: exact paths and `{name}` templates, matched against a request
 //! path. Exact paths win over templates; templates are tried in config order.
-//! A template value is percent-decoded and must be non-empty UTF-8 with no `/` and
-//! no control characters.
+//! A template value is percent-decoded and must be non-empty UTF-8 with no `/`, no
+//! control characters, and not a dot segment (`.` or `..`).
+//!
+//! Invariant: a value accepted here becomes exactly one path segment of the upstream
+//! URL, whatever the client sent; it can never choose another upstream path.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,9 +84,9 @@ impl RouteTable {
                 continue;
             }
             let literals_match = segments.iter().zip(&parts).all(|(s, p)| match s {
-                Segment::Literal(lit) => {
-                    percent_decode_str(p).decode_utf8().is_ok_and(|d| d == *lit)
-                }
+                // Both sides decoded: a literal is stored as written in the config,
+                // which may itself be percent-encoded (`/caf%C3%A9/{x}`).
+                Segment::Literal(lit) => percent_decode_str(p).eq(percent_decode_str(lit)),
                 Segment::Param(_) => !p.is_empty(),
             });
             if !literals_match {
@@ -105,7 +108,13 @@ impl RouteTable {
 
 fn decode_value(raw: &str) -> Option<String> {
     let value = percent_decode_str(raw).decode_utf8().ok()?;
-    let ok = !value.is_empty() && !value.contains('/') && !value.chars().any(char::is_control);
+    let ok = !value.is_empty()
+        && !value.contains('/')
+        && !value.chars().any(char::is_control)
+        // `.` and `..` are unreserved, so they reach the upstream URL unencoded, where
+        // `/rooms/..` resolves to `/`: a client would choose another upstream path.
+        && value != "."
+        && value != "..";
     ok.then(|| value.into_owned())
 }
 
@@ -168,6 +177,41 @@ mod tests {
         ] {
             assert!(lookup(&t, path).is_none(), "{path}");
         }
+    }
+
+    #[test]
+    fn dot_segment_values_are_rejected_plain_or_encoded() {
+        // Found by the route_match fuzz target: `/rooms/..` resolved the upstream to
+        // `http://…/rooms/..`, which the upstream reads as `/`.
+        // Reproducers: fuzz/regressions/route_match/crash-*-dot_segment_value.
+        let t = table(ROUTES);
+        for path in [
+            "/rooms/.",
+            "/rooms/..",
+            "/rooms/%2E",
+            "/rooms/%2e%2E",
+            "/rooms/.%2e",
+        ] {
+            assert_eq!(
+                t.find(path).unwrap_err(),
+                BadPathValue {
+                    name: "room".into()
+                },
+                "{path}"
+            );
+        }
+        // Dots inside a value are fine.
+        assert_eq!(lookup(&t, "/rooms/...").unwrap().1[0].1, "...");
+        assert_eq!(lookup(&t, "/rooms/a..b").unwrap().1[0].1, "a..b");
+    }
+
+    #[test]
+    fn percent_encoded_literal_in_a_template_matches_encoded_and_decoded_requests() {
+        let t = table("routes:\n  - path: /caf%C3%A9/{x}\n    upstream: http://127.0.0.1:9/{x}\n");
+        for path in ["/caf%C3%A9/1", "/caf%c3%a9/1", "/café/1"] {
+            assert_eq!(lookup(&t, path).unwrap().0, "/caf%C3%A9/{x}", "{path}");
+        }
+        assert!(lookup(&t, "/cafe/1").is_none());
     }
 
     #[test]

@@ -20,8 +20,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
-use tracing::debug;
+use tracing::{debug, Span};
 
+use super::h2::StreamWatch;
+use super::limits::Permit;
 use super::listener::ConnShared;
 use crate::hub::{self, CloseReason, Read, Subscription};
 use crate::metrics::Metrics;
@@ -35,10 +37,45 @@ pub(crate) struct ClientStream {
     last_write: Instant,
     wrote: bool,
     lag_retry: Duration,
-    /// Deliveries not yet added to the counter: counted per batch, not per event.
+    /// Deliveries and bytes not yet added to the counters: counted per batch, not
+    /// per event.
     delivered: u64,
+    bytes: u64,
+    in_batch: bool,
+    h2: bool,
+    span: Span,
+    /// Deliveries over the stream's life, for its closing log line.
+    total: u64,
     metrics: Arc<Metrics>,
-    conn: Arc<ConnShared>,
+    watch: Watch,
+    /// The stream's slot under the client limits, given back when it ends.
+    permit: Option<Permit>,
+}
+
+/// What looks after the stream while hyper isn't polling its body.
+enum Watch {
+    /// HTTP/1.1: the connection's stall check, since its writes block once the
+    /// client stops reading.
+    Conn(Arc<ConnShared>),
+    /// HTTP/2: the stream's own watchdog, since the connection's writes don't block.
+    Stream(Arc<StreamWatch>),
+}
+
+impl Watch {
+    fn finished(&self) {
+        match self {
+            Watch::Conn(conn) => conn.stream_finished(),
+            Watch::Stream(stream) => stream.finished(),
+        }
+    }
+
+    /// Whether this is the first to see the lag (so it is counted once).
+    fn mark_lagged(&self) -> bool {
+        match self {
+            Watch::Conn(conn) => conn.mark_lagged(),
+            Watch::Stream(stream) => stream.mark_lagged(),
+        }
+    }
 }
 
 impl ClientStream {
@@ -48,8 +85,14 @@ impl ClientStream {
         heartbeat: Duration,
         metrics: Arc<Metrics>,
         conn: Arc<ConnShared>,
+        h2: bool,
+        span: Span,
     ) -> Self {
-        conn.watch_stream(sub.probe());
+        if h2 {
+            metrics.streams_h2.inc();
+        } else {
+            metrics.streams_h1.inc();
+        }
         let now = Instant::now();
         Self {
             sub,
@@ -61,15 +104,45 @@ impl ClientStream {
             wrote: false,
             lag_retry: client_retry,
             delivered: 0,
+            bytes: 0,
+            in_batch: false,
+            h2,
+            span,
+            total: 0,
             metrics,
-            conn,
+            watch: Watch::Conn(conn),
+            permit: None,
+        }
+    }
+
+    /// Keeps the stream's slot under the client limits for as long as it lives.
+    pub(crate) fn hold(&mut self, permit: Permit) {
+        self.permit = Some(permit);
+    }
+
+    /// Puts the stream under watch before its body is first polled: `Some` in an
+    /// HTTP/2 stream's task (its own watchdog), `None` on HTTP/1.1 (the connection).
+    pub(crate) fn attach(&mut self, stream: Option<Arc<StreamWatch>>) {
+        match stream {
+            Some(stream) => {
+                stream.watch(self.sub.probe(), self.every);
+                self.watch = Watch::Stream(stream);
+            }
+            None => {
+                if let Watch::Conn(conn) = &self.watch {
+                    conn.watch_stream(self.sub.probe());
+                }
+            }
         }
     }
 
     fn flush_count(&mut self) {
         if self.delivered > 0 {
+            self.total += self.delivered;
             self.metrics.events_delivered.inc_by(self.delivered);
+            self.metrics.bytes_out.inc_by(self.bytes);
             self.delivered = 0;
+            self.bytes = 0;
         }
     }
 
@@ -77,7 +150,7 @@ impl ClientStream {
     fn finish(&mut self, last: Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.done = true;
         self.flush_count();
-        self.conn.stream_finished();
+        self.watch.finished();
         Poll::Ready(last.map(|b| Ok(Frame::data(b))))
     }
 
@@ -117,22 +190,35 @@ impl Body for ClientStream {
         if this.done {
             return Poll::Ready(None);
         }
+        if let Watch::Stream(stream) = &this.watch {
+            stream.polled();
+        }
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(Frame::data(first))));
         }
-        if let Some(gap) = this.sub.take_preamble() {
-            return Poll::Ready(Some(Ok(Frame::data(gap))));
-        }
         match this.sub.poll_next(cx) {
-            Poll::Ready(Read::Entry(wire)) => {
+            Poll::Ready(Read::Entry(delivery)) => {
+                if !this.in_batch {
+                    // First write of a batch: what was waiting, and for how long.
+                    this.in_batch = true;
+                    this.metrics
+                        .client_lag
+                        .observe((delivery.behind + 1) as f64);
+                    if let Some(received) = delivery.received {
+                        let latency = received.elapsed().as_secs_f64();
+                        this.metrics.delivery_latency.observe(latency);
+                    }
+                }
                 this.delivered += 1;
+                this.bytes += delivery.wire.len() as u64;
                 this.wrote = true;
-                Poll::Ready(Some(Ok(Frame::data(wire))))
+                Poll::Ready(Some(Ok(Frame::data(delivery.wire))))
             }
             Poll::Ready(Read::Lagged) => {
-                this.metrics.clients_lagged.inc();
-                debug!(source.key = %this.sub.key(), "client lagged; cut loose");
-                this.conn.mark_lagged();
+                if this.watch.mark_lagged() {
+                    this.metrics.clients_lagged.inc();
+                }
+                debug!(parent: &this.span, "client lagged; cut loose");
                 let hint = hub::retry_frame(this.lag_retry);
                 this.finish(Some(hint))
             }
@@ -142,6 +228,7 @@ impl Body for ClientStream {
                 this.finish(Some(hint))
             }
             Poll::Pending => {
+                this.in_batch = false;
                 this.flush_count();
                 match this.poll_heartbeat(cx) {
                     Poll::Ready(beat) => Poll::Ready(Some(Ok(Frame::data(beat)))),
@@ -159,7 +246,13 @@ impl Body for ClientStream {
 impl Drop for ClientStream {
     fn drop(&mut self) {
         self.flush_count();
-        self.conn.stream_finished();
+        debug!(parent: &self.span, delivered = self.total, "client left");
+        self.watch.finished();
+        if self.h2 {
+            self.metrics.streams_h2.dec();
+        } else {
+            self.metrics.streams_h1.dec();
+        }
     }
 }
 
@@ -175,7 +268,9 @@ pub(crate) fn jittered(jitter: Duration) -> Duration {
 
 /// Every response the public listener sends.
 pub(crate) enum ResponseBody {
-    Stream(ClientStream),
+    // Boxed: a client stream is many times the size of a short answer, and one
+    // allocation is nothing next to what a subscription costs anyway.
+    Stream(Box<ClientStream>),
     Full(Option<Bytes>),
 }
 
@@ -194,7 +289,7 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
-            Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Self::Stream(stream) => Pin::new(stream.as_mut()).poll_frame(cx),
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }

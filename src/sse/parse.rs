@@ -128,6 +128,18 @@ impl Parser {
         self.retry
     }
 
+    /// Bytes held between reads: the partial line and the data of the open event.
+    /// The memory invariant in the module docs is about these two numbers; the fuzz
+    /// targets check it after every read.
+    pub(crate) fn buffered(&self) -> (usize, usize) {
+        (self.line.len(), self.data.len())
+    }
+
+    /// The most the data of one event may hold: `16 × max_line`.
+    pub(crate) fn max_data(&self) -> usize {
+        self.max_data
+    }
+
     fn feed_lines(&mut self, chunk: &[u8], out: &mut Vec<Event>) -> Result<(), ParseError> {
         let mut rest = self.skip_bom(chunk);
         if rest.is_empty() {

@@ -40,6 +40,44 @@ pub(super) fn tls_config() -> rustls::ClientConfig {
         .with_no_client_auth()
 }
 
+/// Why a route's `ca` file can't be used.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CaError {
+    #[error("cannot read CA certificates from {path}")]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls_pki_types::pem::Error,
+    },
+    #[error("{path} holds no usable CA certificate")]
+    Empty { path: std::path::PathBuf },
+}
+
+/// A client config that trusts only the CA certificates in `path` (a private CA),
+/// not the system or webpki roots.
+pub(crate) fn tls_config_with_ca(path: &std::path::Path) -> Result<rustls::ClientConfig, CaError> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| CaError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(CaError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 pub(super) struct HttpStream {
     body: Incoming,
     parser: Parser,

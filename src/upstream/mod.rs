@@ -15,6 +15,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
 
 pub(crate) use backoff::Backoff;
+pub(crate) use client::{tls_config_with_ca, CaError};
 
 use crate::config::Builtin;
 use crate::sse::{Event, ParseError};
@@ -52,6 +53,14 @@ impl ConnectSettings {
             tls: Arc::new(client::tls_config()),
         }
     }
+
+    /// The same settings, trusting `tls`'s roots instead (a route's `ca`).
+    pub(crate) fn with_tls(&self, tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            tls,
+            ..self.clone()
+        }
+    }
 }
 
 /// Why one upstream connection ended or never started. The source retries every
@@ -74,6 +83,8 @@ pub(crate) enum UpstreamError {
     ContentType { found: Option<HeaderValue> },
     #[error("upstream answered 204; source closed")]
     NoContent,
+    #[error("route ca unusable")]
+    Ca(#[source] CaError),
     #[error(transparent)]
     Parse(#[from] ParseError),
     #[error("upstream connection failed")]

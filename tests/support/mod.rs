@@ -27,11 +27,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
+use sse_gateway::admin::Admin;
 use sse_gateway::config::{Config, Overrides};
 use sse_gateway::drain::Drain;
 use sse_gateway::hub::Hub;
 use sse_gateway::metrics::Metrics;
-use sse_gateway::server::Server;
+use sse_gateway::server::{Server, TlsReload};
 
 /// Generous patience for anything a test waits on.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -51,6 +52,9 @@ macro_rules! eventually {
     }};
 }
 
+pub mod browser;
+pub mod tls;
+
 // === TestUpstream ===
 
 /// How the test upstream answers.
@@ -66,6 +70,8 @@ pub enum Mode {
     Raw(Vec<u8>),
     /// 200 text/event-stream, then nothing, forever.
     Stall,
+    /// 200 text/event-stream, live events only: Last-Event-ID is ignored.
+    LiveOnly,
 }
 
 #[derive(Default)]
@@ -83,15 +89,24 @@ pub struct TestUpstream {
     addr: SocketAddr,
     state: Arc<Mutex<UpstreamState>>,
     connections: Arc<AtomicUsize>,
+    hold: tokio::sync::watch::Sender<bool>,
     tasks: Mutex<JoinSet<()>>,
+    /// Serves https with this config when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl TestUpstream {
     pub async fn start() -> Self {
-        Self::start_on("127.0.0.1:0".parse().unwrap()).await
+        Self::start_on("127.0.0.1:0".parse().unwrap(), None).await
     }
 
-    async fn start_on(addr: SocketAddr) -> Self {
+    /// An https upstream presenting `config`'s certificate.
+    pub async fn start_tls(config: Arc<rustls::ServerConfig>) -> Self {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Some(acceptor)).await
+    }
+
+    async fn start_on(addr: SocketAddr, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let up = Self {
@@ -101,7 +116,9 @@ impl TestUpstream {
                 ..Default::default()
             })),
             connections: Arc::new(AtomicUsize::new(0)),
+            hold: tokio::sync::watch::Sender::new(false),
             tasks: Mutex::new(JoinSet::new()),
+            tls,
         };
         up.serve(listener);
         up
@@ -110,19 +127,37 @@ impl TestUpstream {
     fn serve(&self, listener: TcpListener) {
         let state = Arc::clone(&self.state);
         let connections = Arc::clone(&self.connections);
+        let hold = self.hold.subscribe();
+        let tls = self.tls.clone();
         self.tasks.lock().unwrap().spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 let (tcp, _) = listener.accept().await.unwrap();
                 let state = Arc::clone(&state);
                 let connections = Arc::clone(&connections);
+                let hold = hold.clone();
+                let tls = tls.clone();
                 conns.spawn(async move {
+                    let io: Box<dyn UpstreamIo> = match tls {
+                        None => Box::new(tcp),
+                        // A failed handshake (the gateway refusing our certificate)
+                        // just ends this connection.
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(stream) => Box::new(stream),
+                            Err(_) => return,
+                        },
+                    };
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let resp = answer(&req, &state, &connections);
-                        async move { Ok::<_, Infallible>(resp) }
+                        connections.fetch_add(1, Ordering::SeqCst);
+                        let state = Arc::clone(&state);
+                        let mut hold = hold.clone();
+                        async move {
+                            let _ = hold.wait_for(|held| !held).await;
+                            Ok::<_, Infallible>(answer(&req, &state))
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
+                        .serve_connection(TokioIo::new(io), service)
                         .await;
                 });
             }
@@ -130,7 +165,8 @@ impl TestUpstream {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -154,6 +190,11 @@ impl TestUpstream {
         self.state.lock().unwrap().last_event_ids.clone()
     }
 
+    /// While held, requests are counted but not answered.
+    pub fn hold(&self, held: bool) {
+        self.hold.send_replace(held);
+    }
+
     pub fn set_mode(&self, mode: Mode) {
         self.state.lock().unwrap().mode = Some(mode);
     }
@@ -168,6 +209,13 @@ impl TestUpstream {
     pub async fn emit_numbered(&self, ids: impl IntoIterator<Item = u32>) {
         for n in ids {
             self.emit(&n.to_string(), &format!("event {n}")).await;
+        }
+    }
+
+    /// Events `id: n` with the same `data` each.
+    pub async fn emit_numbered_with(&self, ids: impl IntoIterator<Item = u32>, data: &str) {
+        for n in ids {
+            self.emit(&n.to_string(), data).await;
         }
     }
 
@@ -220,12 +268,11 @@ impl Drop for TestUpstream {
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
 
-fn answer(
-    req: &Request<Incoming>,
-    state: &Arc<Mutex<UpstreamState>>,
-    connections: &AtomicUsize,
-) -> Response<UpBody> {
-    connections.fetch_add(1, Ordering::SeqCst);
+/// What the test upstream serves on: TCP, or TLS over it.
+trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
+
+fn answer(req: &Request<Incoming>, state: &Arc<Mutex<UpstreamState>>) -> Response<UpBody> {
     let last_id = req
         .headers()
         .get("last-event-id")
@@ -268,7 +315,12 @@ fn answer(
             tx.try_send(Bytes::from(bytes.clone())).unwrap();
             s.streams.push(tx);
         }
-        Mode::Stall | Mode::ContentType(_) => s.streams.push(tx),
+        Mode::Stall => {
+            // Never sends a byte: dropped at once, so emits don't reach it.
+            drop(tx);
+            return stalled_response();
+        }
+        Mode::LiveOnly | Mode::ContentType(_) => s.streams.push(tx),
         Mode::Status(_) => unreachable!(),
     }
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -282,11 +334,23 @@ fn answer(
     r
 }
 
+/// 200 text/event-stream with a body that never yields.
+fn stalled_response() -> Response<UpBody> {
+    let body = StreamBody::new(futures_util::stream::pending::<
+        Result<Frame<Bytes>, Infallible>,
+    >());
+    let mut r = Response::new(BodyExt::boxed(body));
+    r.headers_mut()
+        .insert("content-type", "text/event-stream".parse().unwrap());
+    r
+}
+
 // === in-process gateway ===
 
 /// A gateway running in this test's runtime, on ports the OS picked.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub admin: SocketAddr,
     pub metrics: Arc<Metrics>,
     pub hub: Hub,
     pub drain: Drain,
@@ -305,24 +369,50 @@ pub async fn spawn_gateway(yaml: &str) -> TestGateway {
         admin: Some("127.0.0.1:0".parse().unwrap()),
     };
     let config = Config::parse(yaml, Path::new("test.yaml"), &overrides).unwrap();
+    start(&config).await.0
+}
+
+/// A gateway as configured by `yaml` read as if from `file` (whose directory anchors
+/// relative TLS paths), with no listener overrides: give it `127.0.0.1:0` listeners.
+/// `addrs` holds every public listener's bound address, in config order.
+pub async fn spawn_gateway_file(
+    yaml: &str,
+    file: &Path,
+) -> (TestGateway, Vec<SocketAddr>, TlsReload) {
+    let overrides = Overrides {
+        listen: Vec::new(),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+    };
+    let config = Config::parse(yaml, file, &overrides).unwrap();
+    start(&config).await
+}
+
+/// Wires a gateway as `main` does, in this test's runtime.
+async fn start(config: &Config) -> (TestGateway, Vec<SocketAddr>, TlsReload) {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(&config.upstream, Arc::clone(&metrics));
     let drain = Drain::new();
-    let bound = Server::bind(&config).await.unwrap();
-    let addr = bound.local_addrs()[0];
+    let bound = Server::bind(config).await.unwrap();
+    let addrs = bound.local_addrs();
+    let reload = bound.tls_reload();
+    let admin = Admin::bind(config.admin.addr).await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    admin.serve(Arc::clone(&metrics), drain.watch(), hub.clone());
     bound.serve(
-        &config,
+        config,
         hub.clone(),
         Arc::clone(&metrics),
         drain.watch(),
         &drain.tracker(),
     );
-    TestGateway {
-        addr,
+    let gw = TestGateway {
+        addr: addrs[0],
+        admin: admin_addr,
         metrics,
         hub,
         drain,
-    }
+    };
+    (gw, addrs, reload)
 }
 
 /// A config with one route from `path` to `upstream`, plus extra top-level YAML.
@@ -349,7 +439,7 @@ pub struct SseReader {
     raw: Arc<Mutex<Vec<u8>>>,
     events: EventStream,
     ended: bool,
-    tasks: [tokio::task::AbortHandle; 2],
+    tasks: Vec<tokio::task::AbortHandle>,
 }
 
 impl Drop for SseReader {
@@ -370,6 +460,11 @@ impl SseReader {
         Self::request(url, &[("last-event-id", last_event_id)]).await
     }
 
+    /// `resume`, owning its arguments, for `tokio::spawn`.
+    pub async fn resume_owned(url: String, last_event_id: &'static str) -> Self {
+        Self::resume(&url, last_event_id).await
+    }
+
     pub async fn request(url: &str, headers: &[(&str, &str)]) -> Self {
         Self::request_from(url, headers, None).await
     }
@@ -381,19 +476,28 @@ impl SseReader {
         headers: &[(&str, &str)],
         local: Option<std::net::IpAddr>,
     ) -> Self {
+        Self::try_request(url, headers, local).await.unwrap()
+    }
+
+    /// As `request_from`, but a refused or broken connection is an `Err`.
+    pub async fn try_request(
+        url: &str,
+        headers: &[(&str, &str)],
+        local: Option<std::net::IpAddr>,
+    ) -> Result<Self, String> {
         let uri: http::Uri = url.parse().unwrap();
         let addr: SocketAddr = uri.authority().unwrap().as_str().parse().unwrap();
         let tcp = match local {
-            None => TcpStream::connect(addr).await.unwrap(),
+            None => TcpStream::connect(addr).await.map_err(|e| e.to_string())?,
             Some(ip) => {
                 let socket = tokio::net::TcpSocket::new_v4().unwrap();
                 socket.bind(SocketAddr::new(ip, 0)).unwrap();
-                socket.connect(addr).await.unwrap()
+                socket.connect(addr).await.map_err(|e| e.to_string())?
             }
         };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         let conn = tokio::spawn(conn);
         let mut req = Request::get(uri.path_and_query().unwrap().as_str())
             .header("host", addr.to_string())
@@ -406,8 +510,17 @@ impl SseReader {
             sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
         )
         .await
-        .expect("response head in time")
-        .unwrap();
+        .map_err(|_| "no response head in time".to_owned())?
+        .map_err(|e| e.to_string())?;
+        Ok(Self::from_response(resp, vec![conn.abort_handle()]))
+    }
+
+    /// Reads the body of a response that arrived on any connection (TLS, HTTP/2).
+    /// `tasks` are aborted when the reader is dropped.
+    pub fn from_response(
+        resp: Response<Incoming>,
+        mut tasks: Vec<tokio::task::AbortHandle>,
+    ) -> Self {
         let status = resp.status();
         let headers = resp.headers().clone();
         let raw = Arc::new(Mutex::new(Vec::new()));
@@ -449,13 +562,14 @@ impl SseReader {
                 })
             })
             .boxed();
+        tasks.push(reader.abort_handle());
         Self {
             status,
             headers,
             raw,
             events,
             ended: false,
-            tasks: [conn.abort_handle(), reader.abort_handle()],
+            tasks,
         }
     }
 
@@ -512,6 +626,78 @@ impl SseReader {
     }
 }
 
+/// The last `retry:` value in a raw stream, in ms.
+pub fn last_retry(raw: &str) -> Option<u64> {
+    raw.rsplit("retry: ")
+        .next()?
+        .split('\n')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A client that behaves like a browser's EventSource: on the end of a stream or a
+/// refused connection it waits the last `retry:` it was given and reconnects with
+/// `Last-Event-ID`. Every event it ever received is kept, in order.
+pub struct Reconnecting {
+    pub events: Arc<Mutex<Vec<Seen>>>,
+    pub connects: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reconnecting {
+    pub fn start(url: String, local: Option<std::net::IpAddr>) -> Self {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let connects = Arc::new(AtomicUsize::new(0));
+        let (seen, count) = (Arc::clone(&events), Arc::clone(&connects));
+        let task = tokio::spawn(async move {
+            let mut retry = Duration::from_millis(500);
+            loop {
+                let last: Option<String> = seen.lock().unwrap().last().map(|e: &Seen| e.id.clone());
+                let headers: Vec<(&str, &str)> = last
+                    .iter()
+                    .map(|id| ("last-event-id", id.as_str()))
+                    .collect();
+                if let Ok(mut r) = SseReader::try_request(&url, &headers, local).await {
+                    if r.status == 200 {
+                        count.fetch_add(1, Ordering::SeqCst);
+                        while let Ok(Some(e)) = r.next_within(Duration::from_secs(3600)).await {
+                            // A gap would be a lost event: record it so the test fails.
+                            seen.lock().unwrap().push(e);
+                        }
+                        if let Some(ms) = last_retry(&r.raw()) {
+                            retry = Duration::from_millis(ms);
+                        }
+                    }
+                }
+                tokio::time::sleep(retry).await;
+            }
+        });
+        Self {
+            events,
+            connects,
+            task,
+        }
+    }
+
+    /// Every id received, in order; a `gap` event shows as `u64::MAX`.
+    pub fn ids(&self) -> Vec<u64> {
+        self.events
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|e| e.id.parse().unwrap_or(u64::MAX))
+            .collect()
+    }
+}
+
+impl Drop for Reconnecting {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 pub fn ids(events: &[Seen]) -> Vec<&str> {
     events.iter().map(|e| e.id.as_str()).collect()
 }
@@ -542,6 +728,79 @@ pub async fn get(url: &str, method: &str) -> Response<Bytes> {
         .unwrap()
         .to_bytes();
     Response::from_parts(parts, body)
+}
+
+// === HTTP/2 ===
+
+/// One HTTP/2 connection (h2c prior knowledge, or over TLS) many streams share.
+pub struct H2Client {
+    sender: hyper::client::conn::http2::SendRequest<Empty<Bytes>>,
+    conn: tokio::task::JoinHandle<()>,
+    authority: String,
+}
+
+impl H2Client {
+    /// Cleartext HTTP/2 by prior knowledge.
+    pub async fn connect(addr: SocketAddr) -> Self {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        Self::handshake(tcp, addr.to_string()).await
+    }
+
+    /// HTTP/2 over an established stream, e.g. TLS after ALPN chose h2. The client's
+    /// stream window is 64 KiB, as the h2 default, and its connection window large, as
+    /// browsers' are, so one stream that stops reading can't starve its siblings.
+    pub async fn handshake<IO>(io: IO, authority: String) -> Self
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) =
+            hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .initial_stream_window_size(65_535)
+                .initial_connection_window_size(16 * 1024 * 1024)
+                .handshake(TokioIo::new(io))
+                .await
+                .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Self {
+            sender,
+            conn,
+            authority,
+        }
+    }
+
+    /// Sends a GET on a new stream and waits for the response head.
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response<Incoming> {
+        let mut req = Request::get(format!("http://{}{path}", self.authority))
+            .header("accept", "text/event-stream");
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        let mut sender = self.sender.clone();
+        timeout(
+            PATIENCE,
+            sender.send_request(req.body(Empty::<Bytes>::new()).unwrap()),
+        )
+        .await
+        .expect("response head in time")
+        .unwrap()
+    }
+
+    /// An event stream on a new stream of this connection.
+    pub async fn sse(&self, path: &str) -> SseReader {
+        SseReader::from_response(self.get(path, &[]).await, Vec::new())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_finished()
+    }
+}
+
+impl Drop for H2Client {
+    fn drop(&mut self) {
+        self.conn.abort();
+    }
 }
 
 // === GatewayProcess ===
@@ -607,7 +866,18 @@ impl GatewayProcess {
     }
 
     pub fn start_with(config: &Path, base_args: &[&str], extra_args: &[&str]) -> Self {
+        Self::start_env(config, base_args, extra_args, &[])
+    }
+
+    /// As `start_with`, with extra environment variables (e.g. `RUST_LOG`).
+    pub fn start_env(
+        config: &Path,
+        base_args: &[&str],
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(binary())
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(config)
             .args(base_args)
@@ -678,6 +948,18 @@ impl GatewayProcess {
         }
     }
 
+    /// One unlabelled series from the admin listener's `/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let admin = self.admin.expect("admin listener");
+        let body = get(&format!("http://{admin}/metrics"), "GET")
+            .await
+            .into_body();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+    }
+
     pub fn log_text(&self) -> String {
         self.log
             .lock()
@@ -712,4 +994,158 @@ pub fn metric(metrics: &Metrics, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+// === Prometheus text, read strictly ===
+
+/// One sample of an exposition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+/// Parses Prometheus/OpenMetrics text strictly: every line is a HELP, TYPE or UNIT
+/// comment, a sample of a declared family, or the final `# EOF`. Panics on anything
+/// else, naming the line.
+pub fn parse_exposition(text: &str) -> Vec<Sample> {
+    let mut families: Vec<(String, String)> = Vec::new();
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "content after # EOF: {line:?}");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let (kind, name) = (
+                parts.next().unwrap(),
+                parts.next().expect("comment names a family"),
+            );
+            assert!(valid_name(name), "bad family name in {line:?}");
+            match kind {
+                "HELP" | "UNIT" => {}
+                "TYPE" => {
+                    let ty = parts.next().expect("TYPE has a type");
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "histogram",
+                            "summary",
+                            "info",
+                            "stateset",
+                            "unknown"
+                        ]
+                        .contains(&ty),
+                        "bad type in {line:?}"
+                    );
+                    families.push((name.to_owned(), ty.to_owned()));
+                }
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (head, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("no value in {line:?}"));
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head, Vec::new()),
+            Some((name, rest)) => {
+                let body = rest
+                    .strip_suffix('}')
+                    .unwrap_or_else(|| panic!("unclosed labels in {line:?}"));
+                let mut labels = Vec::new();
+                for pair in split_labels(body) {
+                    let (k, v) = pair
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("bad label in {line:?}"));
+                    assert!(valid_name(k), "bad label name in {line:?}");
+                    let v = v
+                        .strip_prefix('"')
+                        .and_then(|v| v.strip_suffix('"'))
+                        .unwrap_or_else(|| panic!("unquoted label value in {line:?}"));
+                    labels.push((k.to_owned(), v.to_owned()));
+                }
+                (name, labels)
+            }
+        };
+        assert!(valid_name(name), "bad sample name in {line:?}");
+        let declared = families.iter().any(|(family, ty)| {
+            let suffixes: &[&str] = match ty.as_str() {
+                "counter" => &["_total", "_created"],
+                "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                _ => &[""],
+            };
+            suffixes.iter().any(|s| name == format!("{family}{s}"))
+        });
+        assert!(declared, "sample of an undeclared family: {line:?}");
+        samples.push(Sample {
+            name: name.to_owned(),
+            labels,
+            value,
+        });
+    }
+    assert!(saw_eof, "no # EOF at the end");
+    samples
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Splits `a="x",b="y,z"` on the commas between pairs.
+fn split_labels(body: &str) -> Vec<&str> {
+    let (mut out, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in body.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < body.len() {
+        out.push(&body[start..]);
+    }
+    out
+}
+
+/// The value of the sample with this name and these labels (all of them).
+pub fn sample(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|s| {
+            s.name == name
+                && s.labels.len() == labels.len()
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(a, b)| a == k && b == v))
+        })
+        .map(|s| s.value)
+}
+
+/// GET the admin listener's /metrics and parse it strictly.
+pub async fn scrape(admin: SocketAddr) -> Vec<Sample> {
+    let resp = get(&format!("http://{admin}/metrics"), "GET").await;
+    assert_eq!(resp.status(), 200);
+    parse_exposition(&String::from_utf8_lossy(resp.body()))
 }

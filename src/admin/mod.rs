@@ -1,8 +1,13 @@
-//! The admin listener: `/healthz`, `/readyz` and `/metrics`, on its own address and
-//! never on the public one. It observes; it changes nothing.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics`, the status data
+//! (`/status.json`, and `/status/events`, the same as a live event stream) and the
+//! status page that shows it (`/`), on its own address and never on the public one.
+//! It observes; it changes nothing.
 //!
 //! It runs outside the drain's tracker, so `/healthz` answers 200 until the process
 //! exits while `/readyz` answers 503 from the first moment of a drain.
+
+mod page;
+mod status;
 
 use std::convert::Infallible;
 use std::io;
@@ -10,7 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::service::service_fn;
@@ -20,7 +25,9 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::drain::DrainWatch;
+use crate::hub::Hub;
 use crate::metrics::Metrics;
+use status::{AdminBody, StatusStream, View};
 
 pub struct Admin {
     listener: TcpListener,
@@ -40,10 +47,11 @@ impl Admin {
     }
 
     /// Serves until the process exits.
-    pub fn serve(self, metrics: Arc<Metrics>, drain: DrainWatch) {
+    pub fn serve(self, metrics: Arc<Metrics>, drain: DrainWatch, hub: Hub) {
         if let Ok(addr) = self.listener.local_addr() {
             info!(addr = %addr, kind = %"admin", "listening");
         }
+        let view = Arc::new(View::new(metrics, drain, hub));
         tokio::spawn(async move {
             loop {
                 let (tcp, _) = match self.listener.accept().await {
@@ -54,11 +62,10 @@ impl Admin {
                         continue;
                     }
                 };
-                let metrics = Arc::clone(&metrics);
-                let drain = drain.clone();
+                let view = Arc::clone(&view);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| {
-                        let response = answer(&request, &metrics, &drain);
+                        let response = answer(&request, &view);
                         async move { Ok::<_, Infallible>(response) }
                     });
                     if let Err(error) = auto::Builder::new(TokioExecutor::new())
@@ -73,34 +80,49 @@ impl Admin {
     }
 }
 
-fn answer<B>(request: &Request<B>, metrics: &Metrics, drain: &DrainWatch) -> Response<Full<Bytes>> {
+fn answer<B>(request: &Request<B>, view: &Arc<View>) -> Response<AdminBody> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if drain.is_serving() => text(StatusCode::OK, "ready\n"),
+        "/readyz" if view.is_serving() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(metrics.encode())));
-            response.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static(
-                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                ),
-            );
+        "/metrics" => full(
+            StatusCode::OK,
+            Bytes::from(view.metrics_text()),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+        "/" | "/index.html" => page::html(),
+        "/status.js" => page::script(),
+        "/status.css" => page::style(),
+        "/status.svg" => page::icon(),
+        "/status.json" => full(StatusCode::OK, Bytes::from(view.json()), "application/json"),
+        "/status/events" => {
+            let mut response =
+                Response::new(AdminBody::Stream(StatusStream::new(Arc::clone(view))));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
             response
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+fn full(status: StatusCode, body: Bytes, content_type: &'static str) -> Response<AdminBody> {
+    let mut response = Response::new(AdminBody::Full(Full::new(body)));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
     response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<AdminBody> {
+    full(
+        status,
+        Bytes::from_static(body.as_bytes()),
+        "text/plain; charset=utf-8",
+    )
 }
