@@ -117,14 +117,28 @@ async fn serve_connection(
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     state: Arc<ServerState>,
-    mut drain: DrainWatch,
+    drain: DrainWatch,
     tracker: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
     let executor = StreamExecutor::new(tracker, Arc::clone(&state.metrics));
-    let Some(tls) = tls else {
-        return serve_io(tcp, Protocol::Auto, peer, state, drain, executor).await;
-    };
+    // Boxed: the task then holds only the serving future of the kind this
+    // connection is. Inline, every plain connection's task would be as large as a
+    // TLS one (rustls' connection state included), idle or not.
+    match tls {
+        None => Box::pin(serve_io(tcp, Protocol::Auto, peer, state, drain, executor)).await,
+        Some(tls) => Box::pin(serve_tls(tcp, tls, peer, state, drain, executor)).await,
+    }
+}
+
+async fn serve_tls(
+    tcp: TcpStream,
+    tls: TlsAcceptor,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+    executor: StreamExecutor,
+) {
     // The handshake runs in the connection's own task, so a slow one never holds up
     // the accept loop; the timeout bounds how long it can hold a connection.
     let handshake = tokio::select! {
