@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 
 use super::h2::{current_stream, StreamExecutor};
 use super::stream::ResponseBody;
@@ -76,7 +76,9 @@ pub(super) async fn accept_loop(
         match accepted {
             Ok((tcp, peer)) => {
                 let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-                let span = info_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
+                // Debug level: at the default level the span is disabled and costs
+                // nothing, though the task's future is polled on every event.
+                let span = debug_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
                 let conn = serve_connection(
                     tcp,
                     peer,
@@ -221,6 +223,9 @@ async fn serve_io<I>(
     let mut stall: Option<Pin<Box<Sleep>>> = None;
     let mut idle = std::pin::pin!(tokio::time::sleep(limits.idle_timeout));
     let mut shutting_down = false;
+    // Made once: re-creating it in every pass of the loop would register it anew on
+    // every wake of the connection, which is every event.
+    let mut draining = std::pin::pin!(drain.draining());
     loop {
         tokio::select! {
             // Biased: the connection is polled first, so a write that just blocked
@@ -232,7 +237,7 @@ async fn serve_io<I>(
                 }
                 break;
             }
-            _ = drain.draining(), if !shutting_down => {
+            _ = draining.as_mut(), if !shutting_down => {
                 shutting_down = true;
                 // Idle keep-alive connections close; HTTP/2 gets GOAWAY. Streams end
                 // on their own through the hub.

@@ -34,8 +34,9 @@ pub(crate) struct ClientStream {
     done: bool,
     heartbeat: Pin<Box<Sleep>>,
     every: Duration,
+    /// When the stream last carried something: the newest written event's receive
+    /// time, which the ring already has, so no clock is read per event.
     last_write: Instant,
-    wrote: bool,
     lag_retry: Duration,
     /// Deliveries and bytes not yet added to the counters: counted per batch, not
     /// per event.
@@ -101,7 +102,6 @@ impl ClientStream {
             heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
             every: heartbeat,
             last_write: now,
-            wrote: false,
             lag_retry: client_retry,
             delivered: 0,
             bytes: 0,
@@ -157,10 +157,6 @@ impl ClientStream {
     /// A heartbeat once `every` has passed since the last write. The timer is
     /// re-armed only when it fires, not per event.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
-        if self.wrote {
-            self.wrote = false;
-            self.last_write = Instant::now();
-        }
         loop {
             if self.heartbeat.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -211,7 +207,7 @@ impl Body for ClientStream {
                 }
                 this.delivered += 1;
                 this.bytes += delivery.wire.len() as u64;
-                this.wrote = true;
+                this.last_write = delivery.received.unwrap_or_else(Instant::now);
                 Poll::Ready(Some(Ok(Frame::data(delivery.wire))))
             }
             Poll::Ready(Read::Lagged) => {
