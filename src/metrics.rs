@@ -39,6 +39,8 @@ pub struct Metrics {
     pub(crate) streams_h2: Gauge,
     pub(crate) draining: Gauge,
     pub(crate) limit_rejections: Counter,
+    limit_rejections_by_reason: Family<ReasonLabel, Counter>,
+    pub(crate) tls_connections: Gauge,
     reloads: Family<ResultLabel, Counter>,
     registry: Registry,
 }
@@ -46,6 +48,11 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -172,6 +179,18 @@ impl Metrics {
             "Subscribers turned away by a limits cap",
             limit_rejections.clone(),
         );
+        let limit_rejections_by_reason = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "limit_rejections_by_reason",
+            "Subscribers turned away, by the cap they ran into",
+            limit_rejections_by_reason.clone(),
+        );
+        let tls_connections = Gauge::default();
+        registry.register(
+            "tls_connections",
+            "Public connections open now that came in over TLS",
+            tls_connections.clone(),
+        );
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "config_reloads",
@@ -200,6 +219,8 @@ impl Metrics {
             streams_h2,
             draining,
             limit_rejections,
+            limit_rejections_by_reason,
+            tls_connections,
             reloads,
             registry,
         }
@@ -209,6 +230,14 @@ impl Metrics {
     pub fn reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a subscriber turned away by the cap named `reason`.
+    pub(crate) fn limit_rejected(&self, reason: &'static str) {
+        self.limit_rejections.inc();
+        self.limit_rejections_by_reason
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Marks the start of a drain.

@@ -97,6 +97,14 @@ async fn over_max_clients_per_route_only_that_route_turns_subscribers_away() {
         metric(&gw.metrics, "sse_gateway_limit_rejections_total"),
         1.0
     );
+    // The breakdown names the cap.
+    let m = scrape(gw.admin).await;
+    let by_reason = "sse_gateway_limit_rejections_by_reason_total";
+    assert_eq!(
+        sample(&m, by_reason, &[("reason", "max_clients_per_route")]),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, by_reason, &[("reason", "max_clients")]), None);
 }
 
 #[tokio::test]

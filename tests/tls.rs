@@ -70,6 +70,14 @@ async fn alpn_chooses_h2_when_offered_and_events_flow_over_it() {
     upstream.emit_numbered(1..=3).await;
     assert_eq!(ids(&a.take(3).await), ["1", "2", "3"]);
     assert_eq!(ids(&b.take(3).await), ["1", "2", "3"]);
+    // One TLS connection, two HTTP/2 streams on it.
+    assert_eq!(metric(&gw.metrics, "sse_gateway_tls_connections"), 1.0);
+    assert_eq!(metric(&gw.metrics, "sse_gateway_connections"), 1.0);
+    let m = scrape(gw.admin).await;
+    assert_eq!(
+        sample(&m, "sse_gateway_client_streams", &[("protocol", "h2")]),
+        Some(2.0)
+    );
 }
 
 #[tokio::test]

@@ -34,13 +34,20 @@ pub(crate) enum Exceeded {
     Ip,
 }
 
-impl fmt::Display for Exceeded {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Exceeded {
+    /// The config key of the cap, as metrics and logs name it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
             Exceeded::Clients => "max_clients",
             Exceeded::Route => "max_clients_per_route",
             Exceeded::Ip => "max_clients_per_ip",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Exceeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -152,7 +152,10 @@ async fn serve_tls(
                 _ => Protocol::Http1,
             };
             debug!(protocol = ?protocol, "tls handshake done");
+            let metrics = Arc::clone(&state.metrics);
+            metrics.tls_connections.inc();
             serve_io(stream, protocol, peer, state, drain, executor).await;
+            metrics.tls_connections.dec();
         }
         Ok(Err(error)) => debug!(error = %error, "tls handshake failed"),
         Err(_) => debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),

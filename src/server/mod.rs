@@ -362,7 +362,7 @@ fn handle_route<B>(
     let permit = match state.limiter.acquire(route.config.path.as_str(), peer.ip()) {
         Ok(permit) => permit,
         Err(exceeded) => {
-            state.metrics.limit_rejections.inc();
+            state.metrics.limit_rejected(exceeded.name());
             debug!(client.addr = %peer, route = %route.config.path.as_str(), limit = %exceeded, "client over limit");
             return limits::over_limit(route.config.over_limit, route.config.client.retry);
         }
