@@ -10,6 +10,19 @@ async fn gateway_with(upstream: &TestUpstream, extra: &str) -> TestGateway {
     spawn_gateway(&one_route("/events", &upstream.url("/events"), extra)).await
 }
 
+/// Events 1..=n, received by the gateway (so kept in its ring), with one client
+/// keeping the source open. Drop the returned reader to leave.
+async fn with_history(gw: &TestGateway, upstream: &TestUpstream, n: u32) -> SseReader {
+    let keep = SseReader::get(&gw.url("/events")).await;
+    eventually!(upstream.open_streams() == 1, "subscribed");
+    upstream.emit_numbered(1..=n).await;
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_events_received_total") == f64::from(n),
+        "received"
+    );
+    keep
+}
+
 /// A route whose misses are not backfilled from the upstream.
 async fn gateway_without_backfill(upstream: &TestUpstream, extra: &str) -> TestGateway {
     let yaml = format!(
@@ -45,13 +58,7 @@ async fn resumes_after_last_event_id_header_with_no_gap_or_duplicate() {
 async fn resumes_from_the_last_event_id_query_parameter() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_with(&upstream, "").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=4).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 4.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 4).await;
 
     let mut r = SseReader::get(&gw.url("/events?lastEventId=2")).await;
     assert_eq!(ids(&r.take(2).await), ["3", "4"]);
@@ -62,13 +69,7 @@ async fn resumes_from_the_last_event_id_query_parameter() {
 async fn unknown_id_gets_the_gap_event_then_the_whole_buffer_then_live() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_without_backfill(&upstream, "replay: { events: 3 }").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=5).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 5.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 5).await;
 
     // "1" has been evicted (the buffer keeps 3, 4, 5).
     let mut r = SseReader::resume(&gw.url("/events"), "1").await;
@@ -90,13 +91,7 @@ async fn unknown_id_gets_the_gap_event_then_the_whole_buffer_then_live() {
 async fn gap_event_name_is_configurable_and_can_be_disabled() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_without_backfill(&upstream, "replay: { gap_event: \"\" }").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=2).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 2.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 2).await;
     let mut r = SseReader::resume(&gw.url("/events"), "nope").await;
     assert_eq!(ids(&r.take(2).await), ["1", "2"]);
     assert!(!r.raw().contains("gap"));
@@ -141,13 +136,7 @@ async fn assign_ids_stamps_increasing_ids_that_clients_can_resume_from() {
 async fn missing_events_are_backfilled_from_the_upstream_with_no_gap() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_with(&upstream, "replay: { events: 3 }").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=8).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 8.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 8).await;
 
     // The buffer keeps 6, 7, 8; 3, 4, 5 come from the upstream, which honours
     // Last-Event-ID: 2.
@@ -171,13 +160,7 @@ async fn missing_events_are_backfilled_from_the_upstream_with_no_gap() {
 async fn clients_resuming_from_the_same_id_share_one_backfill() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_with(&upstream, "replay: { events: 2 }").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=6).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 6.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 6).await;
     // Hold the upstream's answer back so both resumers find the backfill running.
     upstream.hold(true);
     let mut a = SseReader::resume(&gw.url("/events"), "1").await;
@@ -200,13 +183,7 @@ async fn clients_resuming_from_the_same_id_share_one_backfill() {
 async fn upstream_that_ignores_last_event_id_falls_back_to_the_gap() {
     let upstream = TestUpstream::start().await;
     let gw = gateway_with(&upstream, "replay: { events: 3 }").await;
-    let keep = SseReader::get(&gw.url("/events")).await;
-    eventually!(upstream.open_streams() == 1, "subscribed");
-    upstream.emit_numbered(1..=5).await;
-    eventually!(
-        metric(&gw.metrics, "sse_gateway_events_received_total") == 5.0,
-        "received"
-    );
+    let keep = with_history(&gw, &upstream, 5).await;
     upstream.set_mode(Mode::LiveOnly);
     let mut r = SseReader::resume(&gw.url("/events"), "1").await;
     eventually!(upstream.connections() == 2, "backfill tried");
