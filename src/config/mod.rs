@@ -217,7 +217,10 @@ impl Default for LimitsConfig {
             max_clients_per_ip: None,
             over_limit: OverLimit::Retry,
             header_read_timeout: Duration::from_secs(10),
-            max_header_size: 16 * 1024,
+            // nginx's header buffers are 8k too; it is also hyper's minimum, and what
+            // hyper keeps allocated per connection for reading: a bigger limit costs
+            // every idle client that much memory.
+            max_header_size: 8 * 1024,
             idle_timeout: Duration::from_secs(60),
         }
     }
@@ -1940,7 +1943,7 @@ routes:
             "heartbeat  15s",
             "backoff 250ms..30s",
             "max line 64KiB",
-            "limits     clients 10000 (per route any, per ip any), over limit retry, header timeout 10s, max header 16KiB, idle 1m",
+            "limits     clients 10000 (per route any, per ip any), over limit retry, header timeout 10s, max header 8KiB, idle 1m",
             "routes (3)",
             "/rooms/{room} -> http://127.0.0.1:9000/rooms/{room}  (headers: authorization; replay 4096 events, gap event \"gap\")",
             "/demo         -> builtin:clock\n",
