@@ -38,6 +38,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, debug_span, warn, Instrument};
 
+use super::h1;
 use super::h2::{current_stream, StreamExecutor};
 use super::stream::ResponseBody;
 use super::tls::{TlsAcceptor, ALPN_H2, HANDSHAKE_TIMEOUT};
@@ -101,15 +102,29 @@ pub(super) async fn accept_loop(
     drop(listener);
 }
 
-/// Which HTTP versions a connection may speak.
+/// Which HTTP version hyper speaks on a connection handed to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Protocol {
-    /// Plain TCP: HTTP/1.1, or HTTP/2 if the client opens with its preface (h2c).
-    Auto,
-    /// TLS with ALPN `http/1.1` or no ALPN.
+    /// HTTP/1.1: a request `h1` doesn't serve itself, and what follows it.
     Http1,
-    /// TLS with ALPN `h2`.
+    /// HTTP/2: TLS with ALPN `h2`, or the h2c preface on a plain listener.
     Http2,
+}
+
+/// Counts a connection in the `connections` gauge while it lives.
+struct Counted(Arc<Metrics>);
+
+impl Counted {
+    fn new(metrics: &Arc<Metrics>) -> Self {
+        metrics.connections.inc();
+        Self(Arc::clone(metrics))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.connections.dec();
+    }
 }
 
 async fn serve_connection(
@@ -121,13 +136,33 @@ async fn serve_connection(
     tracker: TaskTracker,
 ) {
     let _ = tcp.set_nodelay(true);
-    let executor = StreamExecutor::new(tracker, Arc::clone(&state.metrics));
-    // Boxed: the task then holds only the serving future of the kind this
-    // connection is. Inline, every plain connection's task would be as large as a
-    // TLS one (rustls' connection state included), idle or not.
     match tls {
-        None => Box::pin(serve_io(tcp, Protocol::Auto, peer, state, drain, executor)).await,
-        Some(tls) => Box::pin(serve_tls(tcp, tls, peer, state, drain, executor)).await,
+        // Inline: a plain connection's task is what most clients cost, so it holds
+        // only `h1`'s state; hyper's, if ever needed, is boxed.
+        None => serve_plain(tcp, peer, state, drain, tracker).await,
+        // Boxed: rustls' connection state is large, and only TLS connections need it.
+        Some(tls) => Box::pin(serve_tls(tcp, tls, peer, state, drain, tracker)).await,
+    }
+    debug!("connection closed");
+}
+
+async fn serve_plain(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    state: Arc<ServerState>,
+    mut drain: DrainWatch,
+    tracker: TaskTracker,
+) {
+    let _counted = Counted::new(&state.metrics);
+    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let next = h1::serve(tcp, true, peer, &state, &shared, &mut drain).await;
+    if let h1::Next::Hyper { io, prefix, h2 } = next {
+        let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
+        let io = Rewind::new(io, prefix);
+        Box::pin(serve_hyper(
+            io, protocol, peer, state, shared, drain, tracker,
+        ))
+        .await;
     }
 }
 
@@ -137,7 +172,7 @@ async fn serve_tls(
     peer: SocketAddr,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
-    executor: StreamExecutor,
+    tracker: TaskTracker,
 ) {
     // The handshake runs in the connection's own task, so a slow one never holds up
     // the accept loop; the timeout bounds how long it can hold a connection.
@@ -145,37 +180,45 @@ async fn serve_tls(
         _ = drain.draining() => return,
         handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)) => handshake,
     };
-    match handshake {
-        Ok(Ok(stream)) => {
-            let protocol = match stream.get_ref().1.alpn_protocol() {
-                Some(ALPN_H2) => Protocol::Http2,
-                _ => Protocol::Http1,
-            };
-            debug!(protocol = ?protocol, "tls handshake done");
-            let metrics = Arc::clone(&state.metrics);
-            metrics.tls_connections.inc();
-            serve_io(stream, protocol, peer, state, drain, executor).await;
-            metrics.tls_connections.dec();
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return debug!(error = %error, "tls handshake failed"),
+        Err(_) => return debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+    debug!(h2, "tls handshake done");
+    // Counted for the whole connection, TLS handshake excluded.
+    let _counted = Counted::new(&state.metrics);
+    state.metrics.tls_connections.inc();
+    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+    let handed = if h2 {
+        Some((stream, Bytes::new(), Protocol::Http2))
+    } else {
+        match h1::serve(stream, false, peer, &state, &shared, &mut drain).await {
+            h1::Next::Closed => None,
+            h1::Next::Hyper { io, prefix, .. } => Some((io, prefix, Protocol::Http1)),
         }
-        Ok(Err(error)) => debug!(error = %error, "tls handshake failed"),
-        Err(_) => debug!(timeout = ?HANDSHAKE_TIMEOUT, "tls handshake timed out"),
+    };
+    let metrics = Arc::clone(&state.metrics);
+    if let Some((io, prefix, protocol)) = handed {
+        let io = Rewind::new(io, prefix);
+        serve_hyper(io, protocol, peer, state, shared, drain, tracker).await;
     }
+    metrics.tls_connections.dec();
 }
 
-async fn serve_io<I>(
+async fn serve_hyper<I>(
     io: I,
     protocol: Protocol,
     peer: SocketAddr,
     state: Arc<ServerState>,
+    shared: Arc<ConnShared>,
     mut drain: DrainWatch,
-    executor: StreamExecutor,
+    tracker: TaskTracker,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    // Counted for the whole connection, TLS handshake excluded.
-    let metrics = Arc::clone(&state.metrics);
-    metrics.connections.inc();
-    let shared = Arc::new(ConnShared::new(Arc::clone(&metrics)));
+    let executor = StreamExecutor::new(tracker, Arc::clone(&state.metrics));
     let limits = state.limiter.config().clone();
     let io = TokioIo::new(WatchedIo {
         inner: io,
@@ -204,7 +247,6 @@ async fn serve_io<I>(
     };
     let mut builder = auto::Builder::new(executor);
     builder = match protocol {
-        Protocol::Auto => builder,
         Protocol::Http1 => builder.http1_only(),
         Protocol::Http2 => builder.http2_only(),
     };
@@ -284,12 +326,10 @@ async fn serve_io<I>(
             }
         }
     }
-    metrics.connections.dec();
-    debug!("connection closed");
 }
 
 /// Ready when a blocked connection should be dropped.
-fn poll_stall(
+pub(super) fn poll_stall(
     shared: &ConnShared,
     timer: &mut Option<Pin<Box<Sleep>>>,
     cx: &mut Context<'_>,
@@ -323,7 +363,7 @@ pub(crate) struct ConnShared {
 }
 
 impl ConnShared {
-    fn new(metrics: Arc<Metrics>) -> Self {
+    pub(super) fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             metrics,
             in_flight: AtomicUsize::new(0),
@@ -352,7 +392,7 @@ impl ConnShared {
         !self.lagged.swap(true, Ordering::Relaxed)
     }
 
-    fn note_write(&self, blocked: bool) {
+    pub(super) fn note_write(&self, blocked: bool) {
         let current = self.blocked_since.load(Ordering::Relaxed);
         if blocked {
             if current == u64::MAX {
@@ -497,6 +537,64 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         let this = self.get_mut();
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
         this.record(poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A connection handed to hyper with the bytes `h1` already read in front.
+struct Rewind<I> {
+    prefix: Bytes,
+    inner: I,
+}
+
+impl<I> Rewind<I> {
+    fn new(inner: I, prefix: Bytes) -> Self {
+        Self { prefix, inner }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

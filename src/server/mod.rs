@@ -7,6 +7,7 @@
 //! check of HTTP/2), `limits` (client caps and the over-limit answer) and `cors`.
 
 mod cors;
+mod h1;
 mod h2;
 mod limits;
 mod listener;
