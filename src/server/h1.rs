@@ -57,6 +57,10 @@ pub(super) enum Next<I> {
 
 /// Serves requests on `io` until it closes, a stream ends, or one needs hyper.
 /// `sniff_h2`: a plain listener, where the client may open with the HTTP/2 preface.
+///
+/// The task's future is allocated at its largest state for the connection's whole
+/// life, so only the streaming state is kept small and inline: reading a head and
+/// writing a short answer run in boxed futures that are freed once they are done.
 pub(super) async fn serve<I>(
     mut io: I,
     sniff_h2: bool,
@@ -69,103 +73,176 @@ where
     I: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = state.limiter.config();
-    let max_head = limits.max_header_size;
-    // Made once: it stays registered while the connection waits for heads.
-    let mut draining = pin!(drain.draining());
     let mut buf: Vec<u8> = Vec::new();
     let mut sniffing = sniff_h2;
     // The first head must arrive within the header timeout from accept; on a
     // kept-alive connection, each next one within it (or the idle timeout) too.
     let mut wait = limits.header_read_timeout;
     loop {
-        let deadline = tokio::time::sleep(wait);
-        let mut deadline = pin!(deadline);
-        let (request, close, used) = loop {
-            if sniffing {
-                let n = buf.len().min(H2_PREFACE.len());
-                if buf[..n] != H2_PREFACE[..n] {
-                    sniffing = false;
-                } else if n == H2_PREFACE.len() {
-                    return Next::Hyper {
-                        io,
-                        prefix: Bytes::from(buf),
-                        h2: true,
-                    };
+        let reading = read_head(
+            &mut io,
+            &mut buf,
+            &mut sniffing,
+            wait,
+            limits.max_header_size,
+            drain,
+        );
+        let (request, close) = match Box::pin(reading).await {
+            Got::Request { request, close } => (request, close),
+            Got::Closed => return Next::Closed,
+            Got::Hyper { h2 } => {
+                return Next::Hyper {
+                    io,
+                    prefix: Bytes::from(buf),
+                    h2,
                 }
-            }
-            if !sniffing && !buf.is_empty() {
-                match parse(&buf) {
-                    Head::Clean {
-                        request,
-                        close,
-                        len,
-                    } if len <= max_head => break (request, close, len),
-                    Head::Partial if buf.len() <= max_head => {}
-                    Head::Clean { .. } | Head::Partial | Head::Unusual => {
-                        return Next::Hyper {
-                            io,
-                            prefix: Bytes::from(buf),
-                            h2: false,
-                        }
-                    }
-                }
-            }
-            // One byte past the limit is enough for hyper to answer 431.
-            let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
-            buf.reserve(room);
-            tokio::select! {
-                biased;
-                read = io.read_buf(&mut buf) => match read {
-                    Ok(0) => return Next::Closed,
-                    Ok(_) => {}
-                    Err(error) => {
-                        debug!(error = %error, "read failed");
-                        return Next::Closed;
-                    }
-                },
-                () = deadline.as_mut() => {
-                    debug!(timeout = ?wait, "no complete request head in time; connection closed");
-                    return Next::Closed;
-                }
-                _ = draining.as_mut() => return Next::Closed,
             }
         };
-        buf.drain(..used);
-        let (parts, body) = handle(request, peer, state, shared).into_parts();
-        match body {
-            ResponseBody::Stream(mut stream) => {
-                stream.attach(None);
+        match answer(request, close, peer, state, shared) {
+            Answer::Stream { head, body } => {
                 // Anything pipelined behind a stream request is never answered.
                 drop(buf);
-                let head = encode_head(&parts, Framing::Chunked);
-                let end = StreamOut::new(&mut io, stream, head, shared).await;
+                let end = StreamOut::new(&mut io, body, head, shared).await;
                 if let End::Finished = end {
                     // A clean end: FIN (and close_notify under TLS), briefly bounded.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), io.shutdown()).await;
+                    let closing = tokio::time::timeout(Duration::from_secs(1), io.shutdown());
+                    let _ = Box::pin(closing).await;
                 }
                 return Next::Closed;
             }
-            ResponseBody::Full(body) => {
-                let body = body.unwrap_or_default();
-                let framing = Framing::Length(body.len());
-                let mut out = encode_head(&parts, framing);
-                if framing.has_body(parts.status) {
-                    out.extend_from_slice(&body);
-                }
-                let close = close || parts.headers.contains_key(CONNECTION);
+            Answer::Full { out, close } => {
                 // A short answer fits the socket buffer; a peer that won't take even
                 // that is dropped after the send timeout.
-                let sent = tokio::time::timeout(SEND_TIMEOUT, async {
+                let sending = tokio::time::timeout(SEND_TIMEOUT, async {
                     io.write_all(&out).await?;
                     io.flush().await
-                })
-                .await;
+                });
+                let sent = Box::pin(sending).await;
                 if !matches!(sent, Ok(Ok(()))) || close {
                     return Next::Closed;
                 }
             }
         }
         wait = limits.header_read_timeout.min(limits.idle_timeout);
+    }
+}
+
+/// What reading a request head came to.
+// Handed straight to `answer`; boxing the request would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Got {
+    Request {
+        request: Request<()>,
+        close: bool,
+    },
+    Closed,
+    /// hyper's to serve, from the start of `buf`.
+    Hyper {
+        h2: bool,
+    },
+}
+
+/// Reads until `buf` starts with a complete head, which it then takes out of `buf`.
+async fn read_head<I>(
+    io: &mut I,
+    buf: &mut Vec<u8>,
+    sniffing: &mut bool,
+    wait: Duration,
+    max_head: usize,
+    drain: &mut DrainWatch,
+) -> Got
+where
+    I: AsyncRead + Unpin,
+{
+    let mut deadline = pin!(tokio::time::sleep(wait));
+    let mut draining = pin!(drain.draining());
+    loop {
+        if *sniffing {
+            let n = buf.len().min(H2_PREFACE.len());
+            if buf[..n] != H2_PREFACE[..n] {
+                *sniffing = false;
+            } else if n == H2_PREFACE.len() {
+                return Got::Hyper { h2: true };
+            }
+        }
+        if !*sniffing && !buf.is_empty() {
+            match parse(buf) {
+                Head::Clean {
+                    request,
+                    close,
+                    len,
+                } if len <= max_head => {
+                    buf.drain(..len);
+                    return Got::Request { request, close };
+                }
+                Head::Partial if buf.len() <= max_head => {}
+                Head::Clean { .. } | Head::Partial | Head::Unusual => {
+                    return Got::Hyper { h2: false };
+                }
+            }
+        }
+        // One byte past the limit is enough for hyper to answer 431.
+        let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
+        buf.reserve(room);
+        tokio::select! {
+            biased;
+            read = io.read_buf(buf) => match read {
+                Ok(0) => return Got::Closed,
+                Ok(_) => {}
+                Err(error) => {
+                    debug!(error = %error, "read failed");
+                    return Got::Closed;
+                }
+            },
+            () = deadline.as_mut() => {
+                debug!(timeout = ?wait, "no complete request head in time; connection closed");
+                return Got::Closed;
+            }
+            _ = draining.as_mut() => return Got::Closed,
+        }
+    }
+}
+
+/// A routed request's response, ready for the wire.
+enum Answer {
+    Stream {
+        head: Vec<u8>,
+        body: Box<ClientStream>,
+    },
+    Full {
+        out: Vec<u8>,
+        close: bool,
+    },
+}
+
+fn answer(
+    request: Request<()>,
+    close: bool,
+    peer: SocketAddr,
+    state: &Arc<ServerState>,
+    shared: &Arc<ConnShared>,
+) -> Answer {
+    let (parts, body) = handle(request, peer, state, shared).into_parts();
+    match body {
+        ResponseBody::Stream(mut body) => {
+            body.attach(None);
+            Answer::Stream {
+                head: encode_head(&parts, Framing::Chunked),
+                body,
+            }
+        }
+        ResponseBody::Full(body) => {
+            let body = body.unwrap_or_default();
+            let framing = Framing::Length(body.len());
+            let mut out = encode_head(&parts, framing);
+            if framing.has_body(parts.status) {
+                out.extend_from_slice(&body);
+            }
+            Answer::Full {
+                out,
+                close: close || parts.headers.contains_key(CONNECTION),
+            }
+        }
     }
 }
 

@@ -80,15 +80,20 @@ pub(super) async fn accept_loop(
                 // Debug level: at the default level the span is disabled and costs
                 // nothing, though the task's future is polled on every event.
                 let span = debug_span!("conn", conn.id = id, client.addr = %peer, listener = %kind);
-                let conn = serve_connection(
-                    tcp,
-                    peer,
-                    tls.clone(),
-                    Arc::clone(&state),
-                    drain.clone(),
-                    tracker.clone(),
-                );
-                tracker.spawn(conn.instrument(span));
+                let _ = tcp.set_nodelay(true);
+                let (state, drain, tasks) = (Arc::clone(&state), drain.clone(), tracker.clone());
+                // Spawned apart rather than behind one `match`: a task's future is as
+                // large as its largest kind, and most connections are plain ones.
+                match &tls {
+                    None => {
+                        let conn = serve_plain(tcp, peer, state, drain, tasks);
+                        tracker.spawn(conn.instrument(span));
+                    }
+                    Some(tls) => {
+                        let conn = serve_tls(tcp, tls.clone(), peer, state, drain, tasks);
+                        tracker.spawn(conn.instrument(span));
+                    }
+                }
             }
             Err(error) => {
                 // Out of file descriptors (or similar): back off briefly instead of
@@ -125,25 +130,6 @@ impl Drop for Counted {
     fn drop(&mut self) {
         self.0.connections.dec();
     }
-}
-
-async fn serve_connection(
-    tcp: TcpStream,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    state: Arc<ServerState>,
-    drain: DrainWatch,
-    tracker: TaskTracker,
-) {
-    let _ = tcp.set_nodelay(true);
-    match tls {
-        // Inline: a plain connection's task is what most clients cost, so it holds
-        // only `h1`'s state; hyper's, if ever needed, is boxed.
-        None => serve_plain(tcp, peer, state, drain, tracker).await,
-        // Boxed: rustls' connection state is large, and only TLS connections need it.
-        Some(tls) => Box::pin(serve_tls(tcp, tls, peer, state, drain, tracker)).await,
-    }
-    debug!("connection closed");
 }
 
 async fn serve_plain(
@@ -205,6 +191,7 @@ async fn serve_tls(
         serve_hyper(io, protocol, peer, state, shared, drain, tracker).await;
     }
     metrics.tls_connections.dec();
+    debug!("connection closed");
 }
 
 async fn serve_hyper<I>(
