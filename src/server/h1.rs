@@ -27,6 +27,7 @@ use bytes::{Buf, Bytes};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::Body;
+use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::Sleep;
 use tracing::debug;
@@ -456,16 +457,15 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> StreamOut<'a, I> {
     /// Takes every frame the body has ready (up to a batch) and writes them as
     /// chunks in one vectored write. `Pending` with nothing taken: idle.
     fn write_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut frames: [Bytes; MAX_BATCH] = std::array::from_fn(|_| Bytes::new());
-        let mut taken = 0;
-        while taken < MAX_BATCH {
+        // On the stack, and only what is taken is written or dropped.
+        let mut frames: SmallVec<[Bytes; MAX_BATCH]> = SmallVec::new();
+        while frames.len() < MAX_BATCH {
             match Pin::new(&mut *self.body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     // An empty chunk would end the response.
                     if let Ok(data) = frame.into_data() {
                         if !data.is_empty() {
-                            frames[taken] = data;
-                            taken += 1;
+                            frames.push(data);
                         }
                     }
                 }
@@ -477,36 +477,32 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> StreamOut<'a, I> {
                 Poll::Pending => break,
             }
         }
-        if taken == 0 && !self.ended {
+        if frames.is_empty() && !self.ended {
             return Poll::Pending;
         }
-        let frames = &frames[..taken];
         let mut heads = [[0u8; CHUNK_HEAD]; MAX_BATCH];
         let mut head_lens = [0usize; MAX_BATCH];
-        for ((head, len), frame) in heads.iter_mut().zip(&mut head_lens).zip(frames) {
+        for ((head, len), frame) in heads.iter_mut().zip(&mut head_lens).zip(&frames) {
             *len = chunk_head(head, frame.len());
         }
-        let mut slices = [IoSlice::new(&[]); 3 * MAX_BATCH + 1];
-        let mut count = 0;
-        for ((head, len), frame) in heads.iter().zip(&head_lens).zip(frames) {
-            slices[count] = IoSlice::new(&head[..*len]);
-            slices[count + 1] = IoSlice::new(frame);
-            slices[count + 2] = IoSlice::new(CRLF);
-            count += 3;
+        let mut slices: SmallVec<[IoSlice<'_>; 3 * MAX_BATCH + 1]> = SmallVec::new();
+        for ((head, len), frame) in heads.iter().zip(&head_lens).zip(&frames) {
+            slices.push(IoSlice::new(&head[..*len]));
+            slices.push(IoSlice::new(frame));
+            slices.push(IoSlice::new(CRLF));
         }
         if self.ended {
-            slices[count] = IoSlice::new(LAST_CHUNK);
-            count += 1;
+            slices.push(IoSlice::new(LAST_CHUNK));
         }
-        let total: usize = slices[..count].iter().map(|s| s.len()).sum();
-        let written = match Pin::new(&mut *self.io).poll_write_vectored(cx, &slices[..count]) {
+        let total: usize = slices.iter().map(|s| s.len()).sum();
+        let written = match Pin::new(&mut *self.io).poll_write_vectored(cx, &slices) {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
             Poll::Pending => 0,
         };
         if written < total {
             // The socket took part (or none): queue the rest, as shared slices.
-            for ((head, len), frame) in heads.iter().zip(&head_lens).zip(frames) {
+            for ((head, len), frame) in heads.iter().zip(&head_lens).zip(&frames) {
                 self.pending
                     .push_back(Bytes::copy_from_slice(&head[..*len]));
                 self.pending.push_back(frame.clone());
