@@ -39,6 +39,11 @@ pub struct Args {
     /// Load and validate the configuration, print a summary and exit (0 if valid, 2 if not)
     #[arg(long)]
     pub check: bool,
+
+    /// Worker threads; default one per CPU the process may run on (its affinity
+    /// mask, so `taskset` and cgroup cpusets count). 1 runs everything on one thread
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
 }
 
 /// How log lines are written to stderr.
@@ -52,6 +57,11 @@ pub enum LogFormat {
 }
 
 impl Args {
+    /// How many worker threads to run, given the CPUs available to the process.
+    pub fn workers(&self, available: usize) -> usize {
+        self.workers.map_or(available.max(1), usize::from)
+    }
+
     /// The flags that replace configured values, to be merged before validation.
     pub fn overrides(&self) -> Overrides {
         Overrides {
@@ -86,6 +96,8 @@ mod tests {
         assert_eq!(args.admin, None);
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(!args.check);
+        assert_eq!(args.workers(2), 2);
+        assert_eq!(args.workers(0), 1);
         let overrides = args.overrides();
         assert!(overrides.listen.is_empty());
         assert_eq!(overrides.admin, None);
@@ -105,8 +117,11 @@ mod tests {
             "--log-format",
             "json",
             "--check",
+            "--workers",
+            "1",
         ])
         .unwrap();
+        assert_eq!(args.workers(8), 1);
         assert_eq!(args.config, PathBuf::from("deploy/gw.yaml"));
         assert_eq!(
             args.listen,

@@ -49,10 +49,19 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     telemetry::init(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let available = std::thread::available_parallelism().map_or(1, usize::from);
+    let workers = args.workers(available);
+    // One worker is one thread, as an nginx worker is: no cross-thread wakes, and
+    // the kernel skips per-syscall file reference counting in a single-threaded
+    // process, which every client write pays otherwise.
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the runtime: {error}");

@@ -130,10 +130,11 @@ fn help_and_version_work() {
 #[tokio::test]
 async fn repository_config_streams_the_demo_with_no_other_process() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.yaml");
+    // On one worker thread: the other process tests run the default, one per CPU.
     let gw = GatewayProcess::start_with(
         std::path::Path::new(config),
         &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-        &[],
+        &["--workers", "1"],
     );
     let mut r = SseReader::get(&gw.url("/demo")).await;
     let ticks = r.take(2).await;
