@@ -25,12 +25,20 @@ type Pending = Pin<Box<dyn Future<Output = Arc<Outcome>> + Send>>;
 pub(crate) struct Subscription {
     source: Arc<Source>,
     cursor: Cursor,
+    /// What a resumption hands out before the ring; boxed, since most clients
+    /// never need it and every idle client would pay for it inline.
+    resume: Option<Box<Resume>>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Resume {
+    /// The `gap` event, first.
     preamble: Option<Bytes>,
     /// Waiting for a backfill; the cursor is placed when it ends.
     backfill: Option<(Pending, String, String)>,
     /// Backfilled events not yet handed out.
     fetched: Option<(Arc<[Bytes]>, usize)>,
-    metrics: Arc<Metrics>,
 }
 
 /// Lets a connection check a stream's lag while its body is not being polled
@@ -64,9 +72,7 @@ impl Subscription {
         let mut sub = Self {
             source,
             cursor,
-            preamble: None,
-            backfill: None,
-            fetched: None,
+            resume: None,
             metrics: Arc::clone(metrics),
         };
         let last_id = options.last_event_id.unwrap_or_default();
@@ -80,31 +86,41 @@ impl Subscription {
                         Err(_) => Arc::new(Outcome::Failed),
                     }
                 });
-                sub.backfill = Some((wait, last_id.to_owned(), options.gap_event.to_owned()));
+                sub.resume = Some(Box::new(Resume {
+                    backfill: Some((wait, last_id.to_owned(), options.gap_event.to_owned())),
+                    ..Resume::default()
+                }));
             }
-            (true, None) => sub.missed(last_id, options.gap_event),
+            (true, None) => {
+                let preamble = sub.missed(last_id, options.gap_event);
+                sub.resume = Some(Box::new(Resume {
+                    preamble,
+                    ..Resume::default()
+                }));
+            }
         }
         sub
     }
 
     /// The resume id is gone for good: count it, and start from the oldest entry
-    /// after the `gap` event (if one is configured).
-    fn missed(&mut self, last_id: &str, gap_event: &str) {
+    /// after the `gap` event (if one is configured), which is returned.
+    fn missed(&mut self, last_id: &str, gap_event: &str) -> Option<Bytes> {
         self.metrics.resume_misses.inc();
         let first = self.source.ring.first();
         self.source.ring.reposition(&mut self.cursor, first);
-        if !gap_event.is_empty() {
-            let resumed_from = self
-                .source
-                .ring
-                .oldest_id()
-                .filter(|(seq, _)| *seq == first);
-            self.preamble = Some(gap_event_frame(
-                gap_event,
-                last_id,
-                resumed_from.as_ref().map(|(_, id)| id.as_str()),
-            ));
+        if gap_event.is_empty() {
+            return None;
         }
+        let resumed_from = self
+            .source
+            .ring
+            .oldest_id()
+            .filter(|(seq, _)| *seq == first);
+        Some(gap_event_frame(
+            gap_event,
+            last_id,
+            resumed_from.as_ref().map(|(_, id)| id.as_str()),
+        ))
     }
 
     pub(crate) fn key(&self) -> &SourceKey {
@@ -115,32 +131,53 @@ impl Subscription {
     /// `Lagged`, or `Closed` once the source is closed and everything queued has
     /// been read.
     pub(crate) fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Read> {
-        if let Some((wait, last_id, gap_event)) = &mut self.backfill {
-            let outcome = match wait.as_mut().poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(outcome) => outcome,
+        if self.resume.is_some() {
+            if let Some(read) = std::task::ready!(self.poll_resume(cx)) {
+                return Poll::Ready(read);
+            }
+        }
+        self.source.ring.poll_read(&mut self.cursor, cx)
+    }
+
+    /// The resumption's own frames, in order; `Ready(None)` (and the resumption
+    /// freed) once there are no more and the ring is next.
+    fn poll_resume(&mut self, cx: &mut Context<'_>) -> Poll<Option<Read>> {
+        let Some(resume) = self.resume.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some((wait, _, _)) = &mut resume.backfill {
+            let outcome = std::task::ready!(wait.as_mut().poll(cx));
+            let (last_id, gap_event) = match resume.backfill.take() {
+                Some((_, last_id, gap_event)) => (last_id, gap_event),
+                None => (String::new(), String::new()),
             };
-            let (last_id, gap_event) = (std::mem::take(last_id), std::mem::take(gap_event));
-            self.backfill = None;
             match &*outcome {
                 Outcome::Joined { events, at } => {
                     self.source.ring.reposition(&mut self.cursor, *at);
-                    self.fetched = Some((Arc::clone(events), 0));
+                    resume.fetched = Some((Arc::clone(events), 0));
                 }
-                Outcome::Failed => self.missed(&last_id, &gap_event),
+                Outcome::Failed => {
+                    let preamble = self.missed(&last_id, &gap_event);
+                    if let Some(resume) = self.resume.as_mut() {
+                        resume.preamble = preamble;
+                    }
+                }
             }
         }
-        if let Some(gap) = self.preamble.take() {
-            return Poll::Ready(Read::Entry(Delivery::made_here(gap)));
+        let Some(resume) = self.resume.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(gap) = resume.preamble.take() {
+            return Poll::Ready(Some(Read::Entry(Delivery::made_here(gap))));
         }
-        if let Some((events, next)) = &mut self.fetched {
+        if let Some((events, next)) = &mut resume.fetched {
             if let Some(wire) = events.get(*next) {
                 *next += 1;
-                return Poll::Ready(Read::Entry(Delivery::made_here(wire.clone())));
+                return Poll::Ready(Some(Read::Entry(Delivery::made_here(wire.clone()))));
             }
-            self.fetched = None;
         }
-        self.source.ring.poll_read(&mut self.cursor, cx)
+        self.resume = None;
+        Poll::Ready(None)
     }
 
     pub(crate) fn probe(&self) -> LagProbe {

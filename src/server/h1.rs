@@ -41,6 +41,8 @@ use crate::drain::DrainWatch;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Headers a request may have; more goes to hyper, which answers 431.
 const MAX_HEADERS: usize = 100;
+/// The first read's buffer: a browser's EventSource request head fits.
+const FIRST_READ: usize = 1024;
 /// Events gathered into one write.
 const MAX_BATCH: usize = 32;
 /// The longest chunk header: 16 hex digits and CRLF.
@@ -182,9 +184,17 @@ where
                 }
             }
         }
-        // One byte past the limit is enough for hyper to answer 431.
-        let room = (max_head + 1).saturating_sub(buf.len()).clamp(1, 4096);
-        buf.reserve(room);
+        // Small first, doubling: every connection holds this until its head is in,
+        // and freed memory stays resident. One byte past the limit is enough for
+        // hyper to answer 431.
+        if buf.len() == buf.capacity() {
+            let want = if buf.is_empty() {
+                FIRST_READ
+            } else {
+                buf.len()
+            };
+            buf.reserve_exact((max_head + 1).saturating_sub(buf.len()).clamp(1, want));
+        }
         tokio::select! {
             biased;
             read = io.read_buf(buf) => match read {

@@ -30,14 +30,15 @@ use crate::metrics::Metrics;
 
 pub(crate) struct ClientStream {
     sub: Subscription,
-    first: Option<Bytes>,
+    /// The `retry:` that opens the stream is still to be sent.
+    first: bool,
     done: bool,
     heartbeat: Pin<Box<Sleep>>,
     every: Duration,
     /// When the stream last carried something: the newest written event's receive
     /// time, which the ring already has, so no clock is read per event.
     last_write: Instant,
-    lag_retry: Duration,
+    retry: Duration,
     /// Deliveries and bytes not yet added to the counters: counted per batch, not
     /// per event.
     delivered: u64,
@@ -97,12 +98,12 @@ impl ClientStream {
         let now = Instant::now();
         Self {
             sub,
-            first: Some(hub::retry_frame(client_retry)),
+            first: true,
             done: false,
             heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
             every: heartbeat,
             last_write: now,
-            lag_retry: client_retry,
+            retry: client_retry,
             delivered: 0,
             bytes: 0,
             in_batch: false,
@@ -189,8 +190,9 @@ impl Body for ClientStream {
         if let Watch::Stream(stream) = &this.watch {
             stream.polled();
         }
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(Frame::data(first))));
+        if this.first {
+            this.first = false;
+            return Poll::Ready(Some(Ok(Frame::data(hub::retry_frame(this.retry)))));
         }
         match this.sub.poll_next(cx) {
             Poll::Ready(Read::Entry(delivery)) => {
@@ -215,7 +217,7 @@ impl Body for ClientStream {
                     this.metrics.clients_lagged.inc();
                 }
                 debug!(parent: &this.span, "client lagged; cut loose");
-                let hint = hub::retry_frame(this.lag_retry);
+                let hint = hub::retry_frame(this.retry);
                 this.finish(Some(hint))
             }
             Poll::Ready(Read::Closed(CloseReason::Ended)) => this.finish(None),
