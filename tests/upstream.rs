@@ -88,6 +88,12 @@ async fn heartbeat_waits_for_silence() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!r.raw().contains("heartbeat"), "{}", r.raw());
+    // Then silence: the heartbeats come back, and keep coming.
+    eventually!(
+        r.raw().matches(": heartbeat\n\n").count() >= 2,
+        "heartbeats after the events stopped: {:?}",
+        r.raw()
+    );
 }
 
 #[tokio::test]

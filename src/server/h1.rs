@@ -29,6 +29,7 @@ use http::{HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use http_body::Body;
 use smallvec::SmallVec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::debug;
 
@@ -73,7 +74,7 @@ pub(super) async fn serve<I>(
     drain: &mut DrainWatch,
 ) -> Next<I>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: Transport,
 {
     let limits = state.limiter.config();
     let mut buf: Vec<u8> = Vec::new();
@@ -410,9 +411,11 @@ struct StreamOut<'a, I> {
     unflushed: bool,
     shared: &'a ConnShared,
     stall: Option<Pin<Box<Sleep>>>,
+    /// The transport holds this task's waker for the client's next bytes.
+    read_armed: bool,
 }
 
-impl<'a, I: AsyncRead + AsyncWrite + Unpin> StreamOut<'a, I> {
+impl<'a, I: Transport> StreamOut<'a, I> {
     fn new(io: &'a mut I, body: Box<ClientStream>, head: Vec<u8>, shared: &'a ConnShared) -> Self {
         let mut pending = VecDeque::with_capacity(1);
         pending.push_back(Bytes::from(head));
@@ -424,6 +427,7 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> StreamOut<'a, I> {
             unflushed: false,
             shared,
             stall: None,
+            read_armed: false,
         }
     }
 
@@ -527,12 +531,12 @@ impl<'a, I: AsyncRead + AsyncWrite + Unpin> StreamOut<'a, I> {
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Future for StreamOut<'_, I> {
+impl<I: Transport> Future for StreamOut<'_, I> {
     type Output = End;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<End> {
         let this = self.get_mut();
-        if client_gone(this.io, cx) {
+        if this.io.poll_gone(&mut this.read_armed, cx) {
             return Poll::Ready(End::Gone);
         }
         loop {
@@ -571,21 +575,61 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Future for StreamOut<'_, I> {
     }
 }
 
-/// Whether the client has closed its side (or the socket failed). Bytes it sends
-/// while streaming are read and dropped: a stream request is the last one served.
-fn client_gone<I: AsyncRead + Unpin>(io: &mut I, cx: &mut Context<'_>) -> bool {
+/// A connection's transport, as the stream writer sees it.
+pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin {
+    /// Whether the client has closed its side (or the socket failed). Bytes it
+    /// sends while streaming are read and dropped: a stream request is the last one
+    /// served. `armed`: the transport already holds the task's waker for reads.
+    fn poll_gone(&mut self, armed: &mut bool, cx: &mut Context<'_>) -> bool {
+        let seen = poll_peer(self, cx);
+        *armed = seen == Peer::Quiet;
+        seen == Peer::Gone
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<TcpStream> {}
+
+impl Transport for TcpStream {
+    /// Once armed, the check is a look at tokio's cached readiness: no lock and no
+    /// waker registration per event. Readable means the waker was used, so the next
+    /// check registers again.
+    fn poll_gone(&mut self, armed: &mut bool, cx: &mut Context<'_>) -> bool {
+        if *armed {
+            let mut scratch = [0u8; 256];
+            match self.try_read(&mut scratch) {
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return false,
+                Ok(0) | Err(_) => return true,
+                Ok(_) => *armed = false,
+            }
+        }
+        let seen = poll_peer(self, cx);
+        *armed = seen == Peer::Quiet;
+        seen == Peer::Gone
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Peer {
+    Gone,
+    /// Nothing to read; the task's waker is registered for more.
+    Quiet,
+    /// Still sending: checked again on the next wake.
+    Talking,
+}
+
+fn poll_peer<I: AsyncRead + Unpin + ?Sized>(io: &mut I, cx: &mut Context<'_>) -> Peer {
     let mut scratch = [0u8; 256];
     // Bounded, so a client that floods us can't keep its task spinning here.
     for _ in 0..16 {
         let mut read = ReadBuf::new(&mut scratch);
         match Pin::new(&mut *io).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) if read.filled().is_empty() => return true,
+            Poll::Ready(Ok(())) if read.filled().is_empty() => return Peer::Gone,
             Poll::Ready(Ok(())) => {}
-            Poll::Ready(Err(_)) => return true,
-            Poll::Pending => return false,
+            Poll::Ready(Err(_)) => return Peer::Gone,
+            Poll::Pending => return Peer::Quiet,
         }
     }
-    false
+    Peer::Talking
 }
 
 /// Drops `n` written bytes from the front of the queue.

@@ -34,6 +34,8 @@ pub(crate) struct ClientStream {
     first: bool,
     done: bool,
     heartbeat: Pin<Box<Sleep>>,
+    /// The timer holds this task's waker: nothing to poll until it has fired.
+    beat_armed: bool,
     every: Duration,
     /// When the stream last carried something: the newest written event's receive
     /// time, which the ring already has, so no clock is read per event.
@@ -101,6 +103,7 @@ impl ClientStream {
             first: true,
             done: false,
             heartbeat: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+            beat_armed: false,
             every: heartbeat,
             last_write: now,
             retry: client_retry,
@@ -159,9 +162,19 @@ impl ClientStream {
     /// re-armed only when it fires, not per event.
     fn poll_heartbeat(&mut self, cx: &mut Context<'_>) -> Poll<Bytes> {
         loop {
-            if self.heartbeat.as_mut().poll(cx).is_pending() {
+            // Polled once per event otherwise: a registered timer keeps the waker
+            // until it fires, and a stream's body is always polled by one task.
+            if self.beat_armed && !self.heartbeat.is_elapsed() {
                 return Poll::Pending;
             }
+            // Out of budget, the poll only reschedules the task and registers
+            // nothing, so the timer isn't armed then.
+            let had_budget = tokio::task::coop::has_budget_remaining();
+            if self.heartbeat.as_mut().poll(cx).is_pending() {
+                self.beat_armed = had_budget;
+                return Poll::Pending;
+            }
+            self.beat_armed = false;
             let now = Instant::now();
             let due = self.last_write + self.every;
             if due > now {
