@@ -29,6 +29,8 @@ pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) const MAX_EVENTS: usize = 10_000;
 /// Most backfills running at once for one source; more resumers get the gap.
 pub(crate) const MAX_CONCURRENT: usize = 8;
+/// Upstream reads parsed per call.
+const READ_BATCH: usize = 32;
 
 /// How a backfill ended.
 #[derive(Debug)]
@@ -136,7 +138,7 @@ impl Fetch {
         let mut joiner = Joiner::new(self.source.ring.first());
         let mut events = Vec::new();
         loop {
-            match upstream.next(&mut events).await {
+            match upstream.next(&mut events, READ_BATCH).await {
                 Ok(true) => {}
                 Ok(false) | Err(_) => return Outcome::Failed,
             }

@@ -20,6 +20,9 @@ use crate::sse::Event;
 use crate::telemetry::error_chain;
 use crate::upstream::{self, Backoff, UpstreamError};
 
+/// Upstream reads parsed into one ring push, at most.
+const MAX_READ_BATCH: usize = 16;
+
 /// Where a source's upstream connection is, for the status page and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -221,8 +224,11 @@ impl UpstreamTask {
             status.set(UpstreamState::Connected);
             info!(last_event_id = %last_id, "upstream connected");
             let mut received = 0u64;
+            // Everything received goes into the ring in one push, but never more
+            // than a quarter of the ring at once: a push evicts for clients still behind.
+            let batch = (self.spec.replay_events / 4).clamp(1, MAX_READ_BATCH);
             let ended = loop {
-                match upstream.next(&mut events).await {
+                match upstream.next(&mut events, batch).await {
                     Ok(true) => {}
                     Ok(false) => break None,
                     Err(error) => break Some(error),
@@ -244,6 +250,10 @@ impl UpstreamTask {
                     entry
                 });
                 self.source.ring.push_all(entries, &mut spare);
+                // The clients just woken write before more is read, so a busy
+                // upstream's next events reach them as one batch, not one at a
+                // time behind the whole queue.
+                tokio::task::yield_now().await;
             };
             drop(_connected);
             if received > 0 {

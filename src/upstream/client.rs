@@ -2,13 +2,17 @@
 //! source, dialed by hand (TCP, then rustls for https, then hyper's handshake) so
 //! the connect timeout covers every step and nothing is pooled behind our back.
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderName, HeaderValue, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty};
+use http_body::Body as _;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
@@ -81,7 +85,13 @@ pub(crate) fn tls_config_with_ca(path: &std::path::Path) -> Result<rustls::Clien
 pub(super) struct HttpStream {
     body: Incoming,
     parser: Parser,
+    /// hyper's connection, driven by whoever reads the body (see [`send`]).
+    conn: Option<Driver>,
+    /// How the stream ended, held back while the events before it are handed out.
+    end: Option<Result<(), UpstreamError>>,
 }
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 pub(super) async fn connect(
     uri: &Uri,
@@ -100,7 +110,7 @@ pub(super) async fn connect(
     let _ = tcp.set_nodelay(true);
 
     let request = build_request(uri, headers, last_event_id);
-    let response = if https {
+    let (response, conn) = if https {
         let name = ServerName::try_from(bare_host.to_owned()).map_err(|_| UpstreamError::NoHost)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::clone(&settings.tls))
             .connect(name, tcp)
@@ -125,6 +135,8 @@ pub(super) async fn connect(
     Ok(HttpStream {
         body: response.into_body(),
         parser: Parser::new(settings.max_line).with_last_event_id(last_event_id),
+        conn: Some(conn),
+        end: None,
     })
 }
 
@@ -164,26 +176,40 @@ fn build_request(
     request
 }
 
+/// Sends the request and returns the response with hyper's connection future.
+///
+/// The connection is driven by the task that reads the body rather than spawned:
+/// then one poll of that task decodes every chunk the socket has, instead of one
+/// chunk per trip through the scheduler (on a single-threaded runtime a spawned
+/// connection task queues behind every client woken by the previous event, so a
+/// busy upstream's events would never be read, and written, together).
 async fn send<I>(
     io: I,
     request: Request<Empty<Bytes>>,
-) -> Result<http::Response<Incoming>, UpstreamError>
+) -> Result<(http::Response<Incoming>, Driver), UpstreamError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(UpstreamError::Handshake)?;
-    // The connection task ends by itself once the response body and sender drop.
-    tokio::spawn(async move {
-        if let Err(error) = conn.await {
-            debug!(error = %error, "upstream connection closed");
+    let mut conn: Driver = Box::pin(conn);
+    let mut sending = std::pin::pin!(sender.send_request(request));
+    let mut conn_done = false;
+    let response = poll_fn(|cx| {
+        if !conn_done {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                conn_done = true;
+                if let Err(error) = result {
+                    return Poll::Ready(Err(error));
+                }
+            }
         }
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(UpstreamError::Transport)
+        sending.as_mut().poll(cx)
+    })
+    .await
+    .map_err(UpstreamError::Transport)?;
+    Ok((response, conn))
 }
 
 fn is_event_stream(value: &HeaderValue) -> bool {
@@ -195,19 +221,60 @@ fn is_event_stream(value: &HeaderValue) -> bool {
 }
 
 impl HttpStream {
-    pub(super) async fn next(&mut self, out: &mut Vec<Event>) -> Result<bool, UpstreamError> {
-        loop {
-            match self.body.frame().await {
-                None => return Ok(false),
-                Some(Err(error)) => return Err(UpstreamError::Transport(error)),
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.parser.feed(&data, out)?;
-                        return Ok(true);
+    /// Parses every event the upstream has sent so far into `out`: `Ok(true)` with
+    /// at least one event, `Ok(false)` once the stream has ended.
+    pub(super) async fn next(
+        &mut self,
+        out: &mut Vec<Event>,
+        max_frames: usize,
+    ) -> Result<bool, UpstreamError> {
+        if let Some(end) = self.end.take() {
+            return end.map(|()| false);
+        }
+        poll_fn(|cx| self.poll_events(cx, out, max_frames)).await
+    }
+
+    fn poll_events(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Event>,
+        max_frames: usize,
+    ) -> Poll<Result<bool, UpstreamError>> {
+        for _ in 0..max_frames.max(1) {
+            if let Some(conn) = &mut self.conn {
+                if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                    if let Err(error) = result {
+                        debug!(error = %error, "upstream connection closed");
                     }
+                    self.conn = None;
                 }
             }
+            let end = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Pending if out.is_empty() => return Poll::Pending,
+                Poll::Pending => return Poll::Ready(Ok(true)),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => match self.parser.feed(&data, out) {
+                        Ok(()) => continue,
+                        Err(error) => Err(error.into()),
+                    },
+                    Err(_) => continue,
+                },
+                Poll::Ready(Some(Err(error))) => Err(UpstreamError::Transport(error)),
+                Poll::Ready(None) => Ok(()),
+            };
+            if out.is_empty() {
+                return Poll::Ready(end.map(|()| false));
+            }
+            // The events before the end go out first.
+            self.end = Some(end);
+            return Poll::Ready(Ok(true));
         }
+        if out.is_empty() {
+            // Many frames and no whole event yet: let others run, then go on.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Poll::Ready(Ok(true))
     }
 
     pub(super) fn last_event_id(&self) -> &str {

@@ -97,7 +97,7 @@ pub(crate) struct Upstream {
 }
 
 enum Inner {
-    Http(client::HttpStream),
+    Http(Box<client::HttpStream>),
     Clock {
         clock: builtin::Clock,
         last_id: String,
@@ -118,7 +118,7 @@ pub(crate) async fn connect(
         Target::Http(uri) => {
             let connecting = client::connect(uri, headers, last_event_id, settings);
             match tokio::time::timeout(settings.connect_timeout, connecting).await {
-                Ok(stream) => Inner::Http(stream?),
+                Ok(stream) => Inner::Http(Box::new(stream?)),
                 Err(_) => {
                     return Err(UpstreamError::ConnectTimeout {
                         timeout: settings.connect_timeout,
@@ -136,13 +136,18 @@ pub(crate) async fn connect(
 
 impl Upstream {
     /// Waits for the next piece of the stream and appends its events to `out`
-    /// (possibly none). `Ok(false)` when the upstream ended the stream.
+    /// (possibly none): everything already received, up to `max_frames` reads'
+    /// worth. `Ok(false)` when the upstream ended the stream.
     ///
     /// # Cancel safety
     /// Cancel-safe: a cancelled call loses no parsed event.
-    pub(crate) async fn next(&mut self, out: &mut Vec<Event>) -> Result<bool, UpstreamError> {
+    pub(crate) async fn next(
+        &mut self,
+        out: &mut Vec<Event>,
+        max_frames: usize,
+    ) -> Result<bool, UpstreamError> {
         match &mut self.inner {
-            Inner::Http(stream) => stream.next(out).await,
+            Inner::Http(stream) => stream.next(out, max_frames).await,
             Inner::Clock { clock, last_id } => {
                 let event = clock.next().await;
                 if let Some(id) = &event.id {
