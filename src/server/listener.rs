@@ -1,17 +1,19 @@
 //! Accept loops and per-connection tasks.
 //!
-//! Each accepted connection is served by hyper-util's auto builder in a task tracked
-//! by the drain: on a plain listener HTTP/1.1, or HTTP/2 by prior knowledge (h2c);
-//! on a TLS listener, after a handshake bounded by [`HANDSHAKE_TIMEOUT`], whichever
-//! protocol ALPN chose (HTTP/1.1 when the client offered none). The task also watches
-//! for a stalled peer: hyper stops polling a response body whose socket is full,
-//! so a client that stops reading can't be noticed from inside its stream. The
-//! connection's I/O records when writes block; while blocked, the task checks the
-//! stream's lag once a second and drops the connection once the client is more
-//! than `client.queue` behind (or its stream has ended and the last bytes can't be
-//! written, or writes have been blocked for `SEND_TIMEOUT`). HTTP/2 streams are
-//! watched one by one instead (see `h2`), since one stalled stream doesn't block the
-//! connection's writes.
+//! Each accepted connection runs in a task tracked by the drain. HTTP/1.1 (a plain
+//! listener, or TLS whose ALPN chose `http/1.1` or nothing; the handshake bounded by
+//! [`HANDSHAKE_TIMEOUT`]) starts in `h1`, which serves clean GETs and their streams
+//! itself; whatever it hands over (an unusual request, or the h2c preface on a plain
+//! port) is served by hyper-util's builder here, as is HTTP/2 after ALPN `h2`.
+//!
+//! Both watch for a stalled peer the same way: a client that stops reading fills its
+//! socket, and writes block. While they are blocked the connection checks the
+//! stream's lag once a second and drops the connection once the client is more than
+//! `client.queue` behind (or its stream has ended and the last bytes can't be
+//! written, or writes have been blocked for `SEND_TIMEOUT`). `h1` sees its own writes
+//! block; under hyper, which stops polling a body whose socket is full, the
+//! connection's I/O records it. HTTP/2 streams are watched one by one instead (see
+//! `h2`), since one stalled stream doesn't block the connection's writes.
 //!
 //! The `limits:` timeouts apply here: the request head must arrive within
 //! `header_read_timeout` and fit in `max_header_size`, and a connection with no

@@ -8,7 +8,8 @@
 //! upstream ends the source.
 //!
 //! Ready entries are handed out on consecutive `poll_frame` calls without a
-//! `Pending` between them, so hyper gathers them into one vectored write.
+//! `Pending` between them, so the writer (`h1`, or hyper on HTTP/2) puts them in one
+//! vectored write.
 
 use std::convert::Infallible;
 use std::future::Future;
