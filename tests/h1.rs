@@ -188,3 +188,36 @@ async fn a_client_that_pauses_gets_every_byte_when_it_reads_again() {
     );
     assert_eq!(metric(&gw.metrics, "sse_gateway_clients"), 1.0);
 }
+
+/// When the drain starts, an idle connection closes at once, and a request whose head
+/// is already on its way is read to the end and answered with the drain's retry hint.
+#[tokio::test]
+async fn at_the_drain_idle_connections_close_and_a_half_sent_head_is_answered() {
+    let (_upstream, gw) = gateway("drain: { retry: 3s, retry_jitter: 0ms }").await;
+    let mut idle = TcpStream::connect(gw.addr).await.unwrap();
+    let mut half = TcpStream::connect(gw.addr).await.unwrap();
+    half.write_all(b"GET /events HTTP/1.1\r\nHost: gw\r\n")
+        .await
+        .unwrap();
+    // Both connections are in: the listener has accepted them before the drain.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    gw.drain.start(Duration::from_secs(5));
+
+    let mut got = Vec::new();
+    timeout(PATIENCE, idle.read_to_end(&mut got))
+        .await
+        .expect("idle connection not closed")
+        .unwrap();
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+
+    half.write_all(b"\r\n").await.unwrap();
+    let mut got = Vec::new();
+    timeout(PATIENCE, half.read_to_end(&mut got))
+        .await
+        .expect("answered connection not closed")
+        .unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.contains("content-type: text/event-stream"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\nretry: 3000\n\n"), "{text:?}");
+}

@@ -160,6 +160,7 @@ where
 {
     let mut deadline = pin!(tokio::time::sleep(wait));
     let mut draining = pin!(drain.draining());
+    let mut drain_seen = false;
     loop {
         if *sniffing {
             let n = buf.len().min(H2_PREFACE.len());
@@ -210,7 +211,14 @@ where
                 debug!(timeout = ?wait, "no complete request head in time; connection closed");
                 return Got::Closed;
             }
-            _ = draining.as_mut() => return Got::Closed,
+            // An idle connection closes at once; a head already on its way is read
+            // to the end (within the header timeout) and answered with the drain hint.
+            _ = draining.as_mut(), if !drain_seen => {
+                if buf.is_empty() {
+                    return Got::Closed;
+                }
+                drain_seen = true;
+            }
         }
     }
 }
