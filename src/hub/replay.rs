@@ -70,22 +70,41 @@ pub(crate) struct Start {
 /// stream whose body is not being polled (its socket is full).
 #[derive(Debug)]
 pub(crate) struct Cursor {
-    next: Arc<AtomicU64>,
-    /// How far behind the head this reader may be. Starts at the larger of the
-    /// queue and the initial backlog, so resuming from far back is not an instant
-    /// lag; drops to `queue` once the reader has caught up.
-    limit: u64,
+    /// Where the reader is and how far behind it may be, also read by its
+    /// connection's lag probe while the reader isn't polled.
+    shared: Arc<Position>,
     queue: u64,
     slot: Option<(u64, usize)>,
 }
 
-impl Cursor {
-    pub(crate) fn next_shared(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.next)
+/// A reader's position, shared with its lag probe.
+#[derive(Debug)]
+pub(crate) struct Position {
+    next: AtomicU64,
+    /// How far behind the head this reader may be. Starts at the larger of the
+    /// queue and the initial backlog, so resuming from far back is not an instant
+    /// lag; drops to `queue` once the reader has caught up.
+    limit: AtomicU64,
+}
+
+impl Position {
+    pub(crate) fn next(&self) -> u64 {
+        self.next.load(Ordering::Relaxed)
     }
 
     pub(crate) fn limit(&self) -> u64 {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+}
+
+impl Cursor {
+    pub(crate) fn position(&self) -> Arc<Position> {
+        Arc::clone(&self.shared)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn limit(&self) -> u64 {
+        self.shared.limit()
     }
 }
 
@@ -234,8 +253,10 @@ impl ReplayRing {
     pub(crate) fn cursor(&self, start: Seq, queue: usize) -> Cursor {
         let queue = queue.max(1) as u64;
         let mut cursor = Cursor {
-            next: Arc::new(AtomicU64::new(start.0)),
-            limit: queue,
+            shared: Arc::new(Position {
+                next: AtomicU64::new(start.0),
+                limit: AtomicU64::new(queue),
+            }),
             queue,
             slot: None,
         };
@@ -246,8 +267,9 @@ impl ReplayRing {
     /// Moves a reader to `at`, allowing it to be as far behind as that is.
     pub(crate) fn reposition(&self, cursor: &mut Cursor, at: Seq) {
         let head = self.lock().head();
-        cursor.next.store(at.0, Ordering::Relaxed);
-        cursor.limit = cursor.queue.max(head.saturating_sub(at.0));
+        cursor.shared.next.store(at.0, Ordering::Relaxed);
+        let limit = cursor.queue.max(head.saturating_sub(at.0));
+        cursor.shared.limit.store(limit, Ordering::Relaxed);
     }
 
     /// The oldest kept entry that has an id, with its seq.
@@ -285,7 +307,7 @@ impl ReplayRing {
     /// The next entry for `cursor`, or `Pending` with the task's waker parked.
     pub(crate) fn poll_read(&self, cursor: &mut Cursor, cx: &mut Context<'_>) -> Poll<Read> {
         let mut state = self.lock();
-        let next = cursor.next.load(Ordering::Relaxed);
+        let next = cursor.shared.next();
         let head = state.head();
         // A reader being polled is taking what it is given, so a burst that puts it
         // more than its limit behind is not lag: only an entry it can no longer
@@ -302,10 +324,12 @@ impl ReplayRing {
                 received: Some(entry.received),
                 behind: head - next - 1,
             };
-            cursor.next.store(next + 1, Ordering::Relaxed);
+            cursor.shared.next.store(next + 1, Ordering::Relaxed);
             return Poll::Ready(Read::Entry(delivery));
         }
-        cursor.limit = cursor.queue;
+        if cursor.shared.limit() != cursor.queue {
+            cursor.shared.limit.store(cursor.queue, Ordering::Relaxed);
+        }
         if let Some(reason) = state.closed {
             return Poll::Ready(Read::Closed(reason));
         }
@@ -454,11 +478,11 @@ mod tests {
     fn a_reader_more_than_queue_behind_is_lagged_to_its_connection() {
         let ring = ReplayRing::new(100);
         let c = ring.cursor(ring.head(), 3);
-        let next = c.next_shared();
+        let position = c.position();
         push_ids(&ring, 1..=3);
-        assert_eq!(ring.lag_of(next.load(Ordering::Relaxed)), Some(3));
+        assert_eq!(ring.lag_of(position.next()), Some(3));
         push_ids(&ring, 4..=4);
-        let lag = ring.lag_of(next.load(Ordering::Relaxed)).unwrap();
+        let lag = ring.lag_of(position.next()).unwrap();
         assert!(lag > c.limit(), "{lag} > {}", c.limit());
     }
 
@@ -479,8 +503,9 @@ mod tests {
         // 40 behind with a queue of 5: not lag yet, it is catching up.
         assert_eq!(c.limit(), 40);
         assert_eq!(read_all(&ring, &mut c).len(), 40);
-        // Caught up: from now on the queue is the limit.
+        // Caught up: from now on the queue is the limit, for the probe too.
         assert_eq!(c.limit(), 5);
+        assert_eq!(c.position().limit(), 5);
     }
 
     #[test]

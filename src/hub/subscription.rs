@@ -7,14 +7,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 
 use super::backfill::{Outcome, Waiter};
-use super::replay::{Cursor, Delivery, Read};
+use super::replay::{Cursor, Delivery, Position, Read};
 use super::source::Source;
 use super::{SourceKey, SubscribeOptions};
 use crate::metrics::Metrics;
@@ -46,14 +45,15 @@ struct Resume {
 #[derive(Clone)]
 pub(crate) struct LagProbe {
     source: Arc<Source>,
-    next: Arc<AtomicU64>,
-    limit: u64,
+    /// The reader's live position and limit: the limit drops from a resumption's
+    /// backlog to `client.queue` once the reader has caught up.
+    position: Arc<Position>,
 }
 
 impl LagProbe {
     pub(crate) fn is_lagged(&self) -> bool {
-        match self.source.ring.lag_of(self.next.load(Ordering::Relaxed)) {
-            Some(lag) => lag > self.limit,
+        match self.source.ring.lag_of(self.position.next()) {
+            Some(lag) => lag > self.position.limit(),
             None => true,
         }
     }
@@ -183,8 +183,7 @@ impl Subscription {
     pub(crate) fn probe(&self) -> LagProbe {
         LagProbe {
             source: Arc::clone(&self.source),
-            next: self.cursor.next_shared(),
-            limit: self.cursor.limit(),
+            position: self.cursor.position(),
         }
     }
 }
