@@ -18,6 +18,7 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use crate::drain::DrainWatch;
 use crate::hub::{Hub, Snapshot};
 use crate::metrics::{Metrics, RouteLabel, RouteStateLabel, StateSeries};
+use crate::sse::Event;
 
 /// How often `/status/events` sends a fresh document.
 const PERIOD: Duration = Duration::from_secs(1);
@@ -155,8 +156,12 @@ impl Body for StatusStream {
         match this.ticks.poll_tick(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(_) => {
-                let frame = format!("event: status\ndata: {}\n\n", this.view.json());
-                Poll::Ready(Some(Ok(Frame::data(Bytes::from(frame)))))
+                let event = Event {
+                    event: Some("status".to_owned()),
+                    data: this.view.json(),
+                    id: None,
+                };
+                Poll::Ready(Some(Ok(Frame::data(event.encode()))))
             }
         }
     }

@@ -145,12 +145,12 @@ impl Subscription {
         let Some(resume) = self.resume.as_mut() else {
             return Poll::Ready(None);
         };
-        if let Some((wait, _, _)) = &mut resume.backfill {
-            let outcome = std::task::ready!(wait.as_mut().poll(cx));
-            let (last_id, gap_event) = match resume.backfill.take() {
-                Some((_, last_id, gap_event)) => (last_id, gap_event),
-                None => (String::new(), String::new()),
-            };
+        let backfilled = match &mut resume.backfill {
+            Some((wait, _, _)) => Some(std::task::ready!(wait.as_mut().poll(cx))),
+            None => None,
+        };
+        if let (Some(outcome), Some((_, last_id, gap_event))) = (backfilled, resume.backfill.take())
+        {
             match &*outcome {
                 Outcome::Joined { events, at } => {
                     self.source.ring.reposition(&mut self.cursor, *at);

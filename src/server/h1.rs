@@ -589,9 +589,7 @@ pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin {
     /// sends while streaming are read and dropped: a stream request is the last one
     /// served. `armed`: the transport already holds the task's waker for reads.
     fn poll_gone(&mut self, armed: &mut bool, cx: &mut Context<'_>) -> bool {
-        let seen = poll_peer(self, cx);
-        *armed = seen == Peer::Quiet;
-        seen == Peer::Gone
+        read_peer(self, armed, cx)
     }
 }
 
@@ -610,10 +608,19 @@ impl Transport for TcpStream {
                 Ok(_) => *armed = false,
             }
         }
-        let seen = poll_peer(self, cx);
-        *armed = seen == Peer::Quiet;
-        seen == Peer::Gone
+        read_peer(self, armed, cx)
     }
+}
+
+/// `poll_gone` by reading: registers for the next read when nothing is there.
+fn read_peer<I: AsyncRead + Unpin + ?Sized>(
+    io: &mut I,
+    armed: &mut bool,
+    cx: &mut Context<'_>,
+) -> bool {
+    let seen = poll_peer(io, cx);
+    *armed = seen == Peer::Quiet;
+    seen == Peer::Gone
 }
 
 #[derive(PartialEq, Eq)]

@@ -34,6 +34,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, Sleep};
@@ -88,7 +89,7 @@ pub(super) async fn accept_loop(
                 // large as its largest kind, and most connections are plain ones.
                 match &tls {
                     None => {
-                        let conn = serve_plain(tcp, peer, state, drain, tasks);
+                        let conn = serve_http(tcp, true, peer, state, drain, tasks);
                         tracker.spawn(conn.instrument(span));
                     }
                     Some(tls) => {
@@ -118,40 +119,48 @@ enum Protocol {
     Http2,
 }
 
-/// Counts a connection in the `connections` gauge while it lives.
-struct Counted(Arc<Metrics>);
+/// Holds a gauge one higher while it lives.
+struct Counted(Gauge);
 
 impl Counted {
-    fn new(metrics: &Arc<Metrics>) -> Self {
-        metrics.connections.inc();
-        Self(Arc::clone(metrics))
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.connections.dec();
+        self.0.dec();
     }
 }
 
-async fn serve_plain(
-    tcp: TcpStream,
+/// An HTTP/1.1 connection (plain, or TLS after its handshake): `h1` first, then
+/// hyper for whatever `h1` hands over. `sniff_h2`: a plain listener, where the
+/// client may open with the HTTP/2 preface instead.
+async fn serve_http<I>(
+    io: I,
+    sniff_h2: bool,
     peer: SocketAddr,
     state: Arc<ServerState>,
     mut drain: DrainWatch,
     tracker: TaskTracker,
-) {
-    let _counted = Counted::new(&state.metrics);
+) where
+    I: h1::Transport + Send + 'static,
+{
+    let _counted = Counted::new(&state.metrics.connections);
     let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
-    let next = h1::serve(tcp, true, peer, &state, &shared, &mut drain).await;
+    let next = h1::serve(io, sniff_h2, peer, &state, &shared, &mut drain).await;
     if let h1::Next::Hyper { io, prefix, h2 } = next {
         let protocol = if h2 { Protocol::Http2 } else { Protocol::Http1 };
         let io = Rewind::new(io, prefix);
+        // Boxed: the task holds only `h1`'s small state unless hyper is needed.
         Box::pin(serve_hyper(
             io, protocol, peer, state, shared, drain, tracker,
         ))
         .await;
     }
+    debug!("connection closed");
 }
 
 async fn serve_tls(
@@ -175,25 +184,17 @@ async fn serve_tls(
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(ALPN_H2);
     debug!(h2, "tls handshake done");
-    // Counted for the whole connection, TLS handshake excluded.
-    let _counted = Counted::new(&state.metrics);
-    state.metrics.tls_connections.inc();
-    let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
-    let handed = if h2 {
-        Some((stream, Bytes::new(), Protocol::Http2))
+    // The `connections` gauge counts from here: TLS handshakes excluded.
+    let _tls = Counted::new(&state.metrics.tls_connections);
+    if h2 {
+        let _counted = Counted::new(&state.metrics.connections);
+        let shared = Arc::new(ConnShared::new(Arc::clone(&state.metrics)));
+        let io = Rewind::new(stream, Bytes::new());
+        serve_hyper(io, Protocol::Http2, peer, state, shared, drain, tracker).await;
+        debug!("connection closed");
     } else {
-        match h1::serve(stream, false, peer, &state, &shared, &mut drain).await {
-            h1::Next::Closed => None,
-            h1::Next::Hyper { io, prefix, .. } => Some((io, prefix, Protocol::Http1)),
-        }
-    };
-    let metrics = Arc::clone(&state.metrics);
-    if let Some((io, prefix, protocol)) = handed {
-        let io = Rewind::new(io, prefix);
-        serve_hyper(io, protocol, peer, state, shared, drain, tracker).await;
+        serve_http(stream, false, peer, state, drain, tracker).await;
     }
-    metrics.tls_connections.dec();
-    debug!("connection closed");
 }
 
 async fn serve_hyper<I>(
