@@ -199,7 +199,12 @@ async fn at_the_drain_idle_connections_close_and_a_half_sent_head_is_answered() 
     half.write_all(b"GET /events HTTP/1.1\r\nHost: gw\r\n")
         .await
         .unwrap();
-    // Both connections are in: the listener has accepted them before the drain.
+    // Both connections are in, and the half-sent head has been read by the gateway
+    // (a head still unread in the socket counts as nothing received, as in hyper).
+    eventually!(
+        metric(&gw.metrics, "sse_gateway_connections") == 2.0,
+        "both accepted"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     gw.drain.start(Duration::from_secs(5));
 
