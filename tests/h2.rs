@@ -41,7 +41,10 @@ async fn a_stalled_stream_is_reset_while_its_siblings_keep_streaming() {
     let gw = spawn_gateway(&one_route(
         "/events",
         &upstream.url("/events"),
-        "client: { queue: 16 }\nreplay: { events: 64 }",
+        // The ring holds the whole burst: the siblings, read through 64 KiB stream
+        // windows, may fall behind it for a moment and must not be evicted, while the
+        // stalled stream is cut for being more than `client.queue` behind.
+        "client: { queue: 16 }\nreplay: { events: 256 }",
     ))
     .await;
     let client = H2Client::connect(gw.addr).await;
@@ -57,7 +60,7 @@ async fn a_stalled_stream_is_reset_while_its_siblings_keep_streaming() {
         "all subscribed"
     );
 
-    // 8 KiB events: eight fill the stalled stream's window, then the ring runs on.
+    // 8 KiB events: eight fill the stalled stream's window, then it falls behind.
     let payload = "x".repeat(8 * 1024);
     let readers = tokio::spawn(async move {
         let mut seen = Vec::new();
